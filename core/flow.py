@@ -1,0 +1,120 @@
+"""The result of a JKO run: particles, log-densities, per-step records and the trained maps.
+
+A run of ``T`` steps trains potentials ``u_1, ..., u_T``; ``rho_s = (grad u_s) # rho_{s-1}``.
+Keeping the potentials makes the flow *amortized*: ``flow.transport(x_new)`` moves new samples
+from ``rho_0`` through the same maps at the cost of forward passes, and carries their
+log-densities by the change of variables ``l_s = l_{s-1} - log det H_{u_s}(x_{s-1})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from .logdet import LogDetEstimator
+from .potential import PotentialNet
+
+
+@attrs.define
+class StepRecord:
+    """What one JKO step did.
+
+    ``t`` is the elapsed flow time ``step * tau``; ``F`` the functional on the particles after
+    the step (``None`` where not computable); ``transport`` the term
+    ``mean_i |T(x_i) - x_i|^2 / (2 tau)`` at the end of the inner loop; ``inner_loss`` the inner
+    objective after every iteration; ``seconds`` the step's wall time.
+    """
+
+    step: int
+    t: float
+    F: float | None
+    transport: float
+    inner_loss: list[float]
+    seconds: float
+    lr_drops: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class Flow:
+    """Particles ``x^0..x^T``, their log-densities (when tracked) and the maps ``grad u_s``."""
+
+    tau: float
+    potentials: list[PotentialNet] = attrs.field(factory=list)
+    particles: list[Tensor] = attrs.field(factory=list)
+    log_densities: list[Tensor | None] = attrs.field(factory=list)
+    records: list[StepRecord] = attrs.field(factory=list)
+    initial_F: float | None = None
+
+    @property
+    def steps(self) -> int:
+        """Number of completed JKO steps ``T``."""
+        return len(self.potentials)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Elapsed flow times ``0, tau, ..., T tau``, shape ``(T + 1,)``."""
+        return np.arange(self.steps + 1, dtype=float) * self.tau
+
+    def trajectory(self) -> np.ndarray:
+        """All particle positions as an array of shape ``(T + 1, n, d)``."""
+        return torch.stack(self.particles).cpu().numpy()
+
+    @torch.no_grad()
+    def transport(
+        self,
+        x: Tensor,
+        log_density: Tensor | None = None,
+        steps: int | None = None,
+        logdet: LogDetEstimator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Push new samples ``x ~ rho_0`` through the first ``steps`` maps (all by default).
+
+        With ``log_density = log rho_0(x)`` (and a log-det estimator, exact by default in the
+        solver), also returns ``log rho_steps`` at the pushed points.
+        """
+        steps = self.steps if steps is None else steps
+        if not 0 <= steps <= self.steps:
+            raise ValueError(f"steps={steps} is out of range: expected 0..{self.steps}")
+        if log_density is not None and logdet is None:
+            raise ValueError("tracking log-densities needs a LogDetEstimator (argument `logdet`)")
+        for u in self.potentials[:steps]:
+            if log_density is not None:
+                assert logdet is not None
+                log_density = log_density - logdet(u, x, grad=False).value
+            x = u.transport(x, create_graph=False)
+        return x, log_density
+
+    def map(self, step: int) -> Callable[[Tensor], Tensor]:
+        """The map ``grad u_step`` (1-based) as a function."""
+        u = self.potentials[step - 1]
+        return lambda x: u.transport(x, create_graph=False)
+
+    def save(self, path: str | Path, potential_spec: dict[str, object] | None = None) -> None:
+        """Write the trained maps (state dicts, no pickled code) and the tau to ``path``."""
+        torch.save(
+            {
+                "tau": self.tau,
+                "potential_spec": potential_spec or {},
+                "state_dicts": [u.state_dict() for u in self.potentials],
+            },
+            Path(path),
+        )
+
+    @classmethod
+    def load_maps(cls, path: str | Path, build: Callable[[], PotentialNet]) -> Flow:
+        """Rebuild a flow's maps from :meth:`save` output; ``build`` makes an empty potential."""
+        blob = torch.load(Path(path), weights_only=True)
+        potentials = []
+        for state in blob["state_dicts"]:
+            u = build()
+            u.load_state_dict(state)
+            potentials.append(u)
+        return cls(tau=float(blob["tau"]), potentials=potentials)

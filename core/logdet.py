@@ -1,0 +1,56 @@
+"""Estimators of ``log det H_u(x)`` and of its gradient in ``theta``.
+
+Internal energies (entropy, porous medium, any convex ``f``) change with the push-forward
+only through ``log det H_u`` (change of variables, paper Lemma 3.2):
+``log rho_{t+1}(T(x)) = log rho_t(x) - log det H_u(x)``.
+An estimator returns, per particle, a detached value and a surrogate whose
+``theta``-gradient is the gradient of ``log det H_u`` (see :class:`jkoflow.functional.LogDet`).
+"""
+
+from __future__ import annotations
+
+import abc
+import warnings
+
+import torch
+from torch import Tensor
+
+from .functional import LogDet
+from .potential import PotentialNet
+
+
+class LogDetError(ArithmeticError):
+    """``log det H_u`` could not be computed (non-finite, or ``H_u`` not positive definite)."""
+
+    def __init__(self, message: str, bad: int, total: int) -> None:
+        super().__init__(f"{message}: {bad} of {total} particles affected")
+        self.bad = bad
+        self.total = total
+
+
+class LogDetWarning(RuntimeWarning):
+    """An estimate was computed but may be inaccurate (e.g. CG did not converge)."""
+
+
+class LogDetEstimator(abc.ABC):
+    """Per-particle ``log det H_u(x_i)`` with a differentiable surrogate."""
+
+    @abc.abstractmethod
+    def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:
+        """Estimate at the particles ``x`` (shape ``(n, d)``).
+
+        With ``grad=False`` only ``value`` is needed; ``surrogate`` may then be the value.
+        Raises :class:`LogDetError` when the result would poison the flow.
+        """
+
+
+def check_finite(values: Tensor, what: str = "log det H_u") -> None:
+    """Raise :class:`LogDetError` naming how many entries of ``values`` are not finite."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise LogDetError(f"{what} is not finite", bad, values.numel())
+
+
+def warn(message: str) -> None:
+    """Emit a :class:`LogDetWarning` attributed to the caller of the estimator."""
+    warnings.warn(message, LogDetWarning, stacklevel=3)

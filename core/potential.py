@@ -1,0 +1,80 @@
+"""The convex potential ``u`` whose gradient is a JKO step's transport map.
+
+A JKO step pushes ``rho_t`` forward by ``T = grad u`` (Brenier's theorem): ``rho_{t+1} = T # rho_t``.
+``PotentialNet`` is the interface every potential plugin implements: a torch module
+``u: R^d -> R`` convex in its input, with the map ``T(x) = grad u(x)`` and the Hessian
+``H_u(x)`` available in batch and differentiable with respect to the parameters ``theta``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor, nn
+
+
+class PotentialNet(nn.Module, abc.ABC):
+    """A convex potential ``u_theta: R^d -> R``.
+
+    Subclasses implement :meth:`forward`; the gradient and Hessian come from autograd
+    unless a subclass supplies faster closed forms.
+
+    Attributes
+    ----------
+    dim:
+        Input dimension ``d``.
+    strong_convexity:
+        A lower bound ``alpha >= 0`` on the eigenvalues of ``H_u`` that holds by construction
+        (``alpha > 0`` makes ``T = grad u`` invertible and ``log det H_u`` finite).
+    """
+
+    dim: int
+    strong_convexity: float = 0.0
+
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> Tensor:
+        """``u(x)`` for a batch ``x`` of shape ``(n, d)``; returns shape ``(n,)``."""
+
+    def transport(self, x: Tensor, create_graph: bool = True) -> Tensor:
+        """The map ``T(x) = grad u(x)``, shape ``(n, d)``.
+
+        With ``create_graph=True`` the result stays differentiable in ``theta`` (the inner
+        loop needs this); with ``False`` it is a plain push of particles.
+        """
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(x).sum(), x, create_graph=create_graph)
+        return grad if create_graph else grad.detach()
+
+    def hessian(self, x: Tensor, create_graph: bool = True) -> Tensor:
+        """Batched Hessians ``H_u(x)`` of shape ``(n, d, d)``, built column by column from
+        ``d`` reverse passes through ``T = grad u`` (differentiable in ``theta`` when
+        ``create_graph`` is true)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(x).sum(), x, create_graph=True)
+            cols = [
+                torch.autograd.grad(grad[:, j].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+                for j in range(x.shape[1])
+            ]
+        hess = torch.stack(cols, dim=2)
+        return hess if create_graph else hess.detach()
+
+    def hvp(self, x: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
+        """Hessian-vector products ``H_u(x_i) v_i`` for a batch, shape ``(n, d)``."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(x).sum(), x, create_graph=True)
+            (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, create_graph=create_graph)
+        return hv
+
+    def project(self) -> None:
+        """Restore convexity after an optimizer step (e.g. clip ``W^z`` to be non-negative).
+
+        The solver calls this after every step. Reparametrized nets need not override it.
+        """
+
+    def reset_parameters(self) -> None:  # pragma: no cover - subclasses override
+        """Re-initialize ``theta`` (used when a JKO step does not warm-start)."""
+        raise NotImplementedError

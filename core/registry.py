@@ -1,0 +1,222 @@
+"""The plugin registry: every concrete piece of jkoflow is found here by kind and name.
+
+Plugins (built-ins included) are modules or objects implementing the hook
+:func:`jkoflow_register`, advertised through the entry-point group ``jkoflow.plugins``::
+
+    [project.entry-points."jkoflow.plugins"]
+    myplugin = "mypkg.jkoflow_plugin"
+
+    # mypkg/jkoflow_plugin.py
+    from jkoflow.registry import hookimpl
+
+    @hookimpl
+    def jkoflow_register(registry):
+        registry.add("functional", "double_well", DoubleWell)
+
+The registry loads jkoflow's own entry points first, then third-party ones (sorted by
+distribution name). A plugin that fails to import is recorded in :attr:`Registry.failures`
+and reported with its package name, without taking the others down.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import warnings
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+import pluggy
+
+PROJECT = "jkoflow"
+ENTRY_POINT_GROUP = "jkoflow.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+KINDS: dict[str, str] = {
+    "functional": "terms of F (callable(**params) -> Functional)",
+    "net": "convex potential networks (callable(dim, **params) -> PotentialNet)",
+    "logdet": "log-determinant estimators (callable(**params) -> LogDetEstimator)",
+    "divergence": "divergences between clouds (callable(**params) -> Divergence)",
+    "sampler": "initial distributions (callable(dim, **params) -> Sampler)",
+    "problem": "problems with exact solutions (callable(**params) -> Problem)",
+    "potential_fn": "potentials V for the potential energy (callable(**params) -> (x -> V(x)))",
+    "kernel": "interaction kernels W (callable(**params) -> (z -> W(z)))",
+    "internal_fn": "convex f of internal energies (callable(**params) -> InternalFn)",
+}
+
+
+class HookSpecs:
+    """The hooks a jkoflow plugin may implement."""
+
+    @hookspec
+    def jkoflow_register(self, registry: Registry) -> None:  # type: ignore[empty-body]
+        """Add this plugin's entries with ``registry.add(kind, name, factory)``."""
+
+
+class RegistryError(LookupError):
+    """Base class of registry errors."""
+
+
+class UnknownNameError(RegistryError, KeyError):
+    """No entry of that kind has that name; the message lists close matches."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        message = f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})"
+        super().__init__(message)
+        self.kind, self.name, self.close_matches = kind, name, close
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(RegistryError):
+    """Two plugins registered the same kind and name."""
+
+
+@attrs.define(frozen=True)
+class Entry:
+    """A registered factory and the distribution (package) that provided it."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    provider: str
+
+
+@attrs.define(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or could not register."""
+
+    provider: str
+    entry_point: str
+    error: str
+
+
+class Registry:
+    """Entries by kind and name, filled by plugins through :func:`jkoflow_register`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self.failures: list[PluginFailure] = []
+        self._manager = pluggy.PluginManager(PROJECT)
+        self._manager.add_hookspecs(HookSpecs)
+        self._providers: dict[int, str] = {}
+        self._provider: str | None = None
+
+    # --- filling ------------------------------------------------------------------------
+    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
+        """Register ``factory`` as ``kind`` ``name`` (called from a plugin's hook)."""
+        if kind not in KINDS:
+            raise UnknownNameError("registry kind", kind, list(KINDS))
+        provider = self._provider or "local"
+        existing = self._entries[kind].get(name)
+        if existing is not None:
+            raise DuplicateNameError(
+                f"{kind} {name!r} is registered twice: by {existing.provider!r} and by {provider!r}"
+            )
+        self._entries[kind][name] = Entry(kind, name, factory, provider)
+
+    def register(self, plugin: object, provider: str = "local") -> None:
+        """Register a plugin object (module or instance with hook implementations) now."""
+        self._manager.register(plugin)
+        self._providers[id(plugin)] = provider
+        impls = [i for i in self._manager.hook.jkoflow_register.get_hookimpls() if i.plugin is plugin]
+        for impl in impls:
+            self._provider = provider
+            try:
+                impl.function(registry=self)
+            finally:
+                self._provider = None
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Import and register every plugin advertised in the entry-point group.
+
+        jkoflow's own plugins come first; an import failure is recorded in
+        :attr:`failures` and warned about, naming the package.
+        """
+        eps = sorted(
+            entry_points(group=group),
+            key=lambda ep: (_dist_name(ep) != PROJECT, _dist_name(ep), ep.name),
+        )
+        for ep in eps:
+            provider = _dist_name(ep)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import error of a third party
+                failure = PluginFailure(provider, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
+                self.failures.append(failure)
+                warnings.warn(
+                    f"jkoflow plugin {ep.name!r} from package {provider!r} failed to load "
+                    f"({failure.error}); its entries are unavailable",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            if self._manager.is_registered(plugin):
+                continue
+            self.register(plugin, provider)
+
+    # --- lookup -------------------------------------------------------------------------
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry ``kind``/``name``; :class:`UnknownNameError` lists close matches."""
+        if kind not in KINDS:
+            raise UnknownNameError("registry kind", kind, list(KINDS))
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            raise UnknownNameError(kind, name, list(self._entries[kind])) from None
+
+    def get(self, kind: str, name: str) -> Callable[..., Any]:
+        """The factory registered as ``kind`` ``name``, or one given as ``"pkg.mod:attr"``."""
+        if ":" in name and name not in self._entries.get(kind, {}):
+            return import_string(name)
+        return self.entry(kind, name).factory
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered under ``kind``."""
+        return sorted(self._entries[kind])
+
+    def __iter__(self) -> Iterator[Entry]:
+        for kind in KINDS:
+            yield from (self._entries[kind][n] for n in sorted(self._entries[kind]))
+
+    def listing(self) -> dict[str, dict[str, str]]:
+        """``{kind: {name: provider}}`` for every entry (what ``jkoflow plugins --json`` prints)."""
+        return {kind: {n: e.provider for n, e in sorted(ents.items())} for kind, ents in self._entries.items()}
+
+
+def _dist_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else ep.value.split(":")[0].split(".")[0]
+
+
+def import_string(spec: str) -> Any:
+    """Import ``"pkg.mod:attr"`` (``attr`` may be dotted); errors name the string."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{spec!r} is not an import string: expected 'package.module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {module_name!r} from {spec!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})") from None
+    return obj
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The process-wide registry with every installed plugin loaded (built once)."""
+    registry = Registry()
+    registry.load_entry_points()
+    return registry

@@ -1,0 +1,107 @@
+"""Files a run writes: resolved spec, per-step metrics, particles, maps and a summary figure.
+
+=================  ==========================================================================
+file               contents
+=================  ==========================================================================
+``spec.toml``      the resolved spec: ``jkoflow run spec.toml`` repeats the run exactly
+``metrics.json``   list of per-step records, step 0 included: ``step``, ``t`` (elapsed flow
+                   time), ``t_physical`` (problem time ``t0 + t``), ``seconds``, ``F`` (null
+                   where not computable), ``transport``, ``inner_loss_final``, ``lr_drops``
+                   and the problem's exact-solution metrics (``F_exact``, ``w1``, ...)
+``particles.npz``  ``x`` (steps + 1, N, d), ``t`` (steps + 1,), ``log_density`` (steps + 1, N)
+                   when log-densities were carried
+``maps.pt``        trained potentials (state dicts; ``torch.load(..., weights_only=True)``)
+``summary.png``    density snapshots against the exact solution, F over time
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .flow import Flow
+from .problem import Problem
+
+
+def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: float = 0.0) -> dict[str, Any]:
+    """The ``metrics.json`` record of ``step`` (0 = the initial cloud)."""
+    if step == 0:
+        base: dict[str, Any] = {"step": 0, "t": 0.0, "seconds": 0.0, "F": flow.initial_F, "transport": None,
+                                "inner_loss_final": None, "lr_drops": 0}
+    else:
+        rec = flow.records[step - 1]
+        base = {"step": step, "t": rec.t, "seconds": rec.seconds, "F": rec.F, "transport": rec.transport,
+                "inner_loss_final": rec.inner_loss[-1] if rec.inner_loss else None, "lr_drops": rec.lr_drops}
+    base["t_physical"] = t0 + base["t"]
+    base.update(problem_metrics)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in base.items()}
+
+
+def write_metrics(records: list[dict[str, Any]], out: Path) -> None:
+    """Write ``metrics.json`` atomically (a crash never leaves a half-written file)."""
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(records, indent=1))
+    tmp.replace(out / "metrics.json")
+
+
+def write_particles(flow: Flow, out: Path) -> None:
+    """Write ``particles.npz``: ``x`` (T+1, N, d), ``t`` (T+1,), optional ``log_density``."""
+    arrays: dict[str, np.ndarray] = {"x": flow.trajectory(), "t": flow.times}
+    if flow.log_densities and all(ld is not None for ld in flow.log_densities):
+        arrays["log_density"] = np.stack([ld.cpu().numpy() for ld in flow.log_densities])  # type: ignore[union-attr]
+    np.savez_compressed(out / "particles.npz", **arrays)
+
+
+def plot_summary(flow: Flow, records: list[dict[str, Any]], problem: Problem | None, path: Path, title: str = "") -> None:
+    """Density snapshots (against the exact solution where known) and F over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    traj = flow.trajectory()
+    steps = traj.shape[0] - 1
+    snaps = sorted({0, steps // 3, (2 * steps) // 3, steps})
+    t0 = problem.t0 if problem is not None else 0.0
+    fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(snaps)))
+    if traj.shape[2] == 1:
+        lo, hi = float(traj.min()), float(traj.max())
+        pad = 0.1 * (hi - lo + 1e-12)
+        grid = np.linspace(lo - pad, hi + pad, 400)
+        for s, c in zip(snaps, colors):
+            t = t0 + s * flow.tau
+            ax_d.hist(traj[s, :, 0], bins=40, density=True, histtype="step", color=c, label=f"particles t={t:.3g}")
+            exact = problem.exact_density(grid[:, None], t) if problem is not None else None
+            if exact is not None:
+                ax_d.plot(grid, exact, color=c, lw=1.5)
+        ax_d.set_xlabel("x")
+        ax_d.set_ylabel("density (lines: exact)")
+    else:
+        for s, c in zip(snaps, colors):
+            ax_d.scatter(traj[s, :, 0], traj[s, :, 1], s=4, color=c, alpha=0.6, label=f"t={t0 + s * flow.tau:.3g}")
+        ax_d.set_xlabel("x_1")
+        ax_d.set_ylabel("x_2")
+        ax_d.set_aspect("equal", adjustable="datalim")
+    ax_d.legend(fontsize=7)
+    ax_d.set_title("density snapshots")
+    ts = [r["t_physical"] for r in records]
+    fs = [r["F"] if r["F"] is not None else np.nan for r in records]
+    ax_f.plot(ts, fs, "o-", label="F (particles)")
+    if any(r.get("F_exact") is not None for r in records):
+        fe = [r.get("F_exact") if r.get("F_exact") is not None else np.nan for r in records]
+        ax_f.plot(ts, fe, "k--", label="F exact")
+    ax_f.set_xlabel("t")
+    ax_f.set_ylabel("F")
+    ax_f.set_title("F over time")
+    ax_f.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,219 @@
+"""The JKO-ICNN solver (paper Algorithm 1).
+
+Each step solves
+
+    rho_{t+1} = argmin_rho  F(rho) + W_2^2(rho, rho_t) / (2 tau)
+
+over ``rho = (grad u_theta) # rho_t`` with ``u_theta`` an input-convex network, by training
+``theta`` with a stochastic optimizer on
+
+    L(theta) = Fhat(u_theta; x) + 1/(2 tau) * mean_i |grad u_theta(x_i) - x_i|^2,
+
+then pushing the particles ``x_i <- grad u_theta(x_i)`` and their log-densities
+``l_i <- l_i - log det H_u(x_i)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+
+import attrs
+import torch
+from torch import Tensor
+
+from .flow import Flow, StepRecord
+from .functional import Functional, Need, StepContext
+from .logdet import LogDetError, LogDetEstimator
+from .potential import PotentialNet
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+class FlowDivergedError(RuntimeError):
+    """A JKO step produced non-finite values it could not recover from.
+
+    ``flow`` holds every step completed before the failure, so nothing is lost.
+    """
+
+    def __init__(self, message: str, flow: Flow) -> None:
+        super().__init__(message)
+        self.flow = flow
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name}={value!r}: expected a positive number")
+
+
+def _non_negative_int(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if not (isinstance(value, int) and value >= 0):
+        raise ValueError(f"{attribute.name}={value!r}: expected a non-negative integer")
+
+
+def _optimizer_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value not in OPTIMIZERS:
+        raise ValueError(f"optimizer={value!r}: expected one of {sorted(OPTIMIZERS)}")
+
+
+@attrs.define
+class JKOSolver:
+    """Settings of the outer (JKO) and inner (ICNN fitting) loops.
+
+    Parameters
+    ----------
+    tau: JKO step size.
+    steps: number of JKO steps ``T``.
+    inner_iters: optimizer iterations per step (``n_u`` in the paper).
+    lr: learning rate of the inner optimizer.
+    optimizer: ``"adam"`` (paper), ``"adamw"`` or ``"sgd"``.
+    warm_start: start each step from the previous step's ``theta`` (else re-initialize).
+    seed: seeds torch before building potentials and drawing probes.
+    max_lr_drops: how often one step may recover from a non-finite loss by restoring the
+        last finite parameters and halving the learning rate before giving up.
+    progress: show a progress bar over JKO steps.
+    """
+
+    tau: float = attrs.field(validator=_positive)
+    steps: int = attrs.field(validator=_non_negative_int)
+    inner_iters: int = attrs.field(default=200, validator=_non_negative_int)
+    lr: float = attrs.field(default=1e-2, validator=_positive)
+    optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
+    warm_start: bool = True
+    seed: int = 0
+    max_lr_drops: int = 4
+    progress: bool = False
+
+    def run(
+        self,
+        functional: Functional,
+        make_potential: Callable[[], PotentialNet],
+        x0: Tensor,
+        log_density0: Tensor | None = None,
+        logdet: LogDetEstimator | None = None,
+        callback: Callable[[Flow], None] | None = None,
+    ) -> Flow:
+        """Run ``steps`` JKO steps from the particles ``x0`` (shape ``(n, d)``).
+
+        ``log_density0 = log rho_0(x0)`` lets the solver carry log-densities (needed by
+        internal energies); ``logdet`` estimates ``log det H_u`` when a term needs it or when
+        log-densities are carried. ``callback(flow)`` runs after step 0 and every step.
+        """
+        if x0.ndim != 2:
+            raise ValueError(f"x0 has shape {tuple(x0.shape)}: expected (n, d)")
+        needs = functional.needs
+        if Need.LOG_DENSITY in needs and log_density0 is None:
+            raise ValueError(f"{functional!r} needs log-densities: pass log_density0 = log rho_0(x0)")
+        track = log_density0 is not None
+        if (Need.LOGDET in needs or track) and logdet is None:
+            raise ValueError(f"{functional!r} needs log det H_u: pass a LogDetEstimator as `logdet`")
+        torch.manual_seed(self.seed)
+        x = x0.detach().clone()
+        lrho = None if log_density0 is None else log_density0.detach().clone()
+        flow = Flow(tau=self.tau, particles=[x], log_densities=[lrho])
+        flow.initial_F = functional.value(x, lrho)
+        if callback:
+            callback(flow)
+        potential = make_potential()
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.steps, desc="JKO steps", unit="step")
+        try:
+            for step in range(1, self.steps + 1):
+                start = time.perf_counter()
+                if step > 1:
+                    potential = copy.deepcopy(potential) if self.warm_start else make_potential()
+                losses, transport, drops = self._fit(potential, functional, x, lrho, logdet, flow)
+                with torch.no_grad():
+                    if track:
+                        assert logdet is not None and lrho is not None
+                        lrho = lrho - logdet(potential, x, grad=False).value
+                    x_next = potential.transport(x, create_graph=False)
+                bad = int((~torch.isfinite(x_next)).any(dim=1).sum())
+                if bad:
+                    raise FlowDivergedError(
+                        f"step {step}: {bad} of {x.shape[0]} pushed particles are not finite", flow
+                    )
+                x = x_next
+                record = StepRecord(
+                    step=step,
+                    t=step * self.tau,
+                    F=functional.value(x, lrho),
+                    transport=transport,
+                    inner_loss=losses,
+                    seconds=time.perf_counter() - start,
+                    lr_drops=drops,
+                )
+                flow.potentials.append(potential)
+                flow.particles.append(x)
+                flow.log_densities.append(lrho)
+                flow.records.append(record)
+                if callback:
+                    callback(flow)
+                if bar is not None:
+                    bar.set_postfix(F=record.F, loss=losses[-1] if losses else None)
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+        return flow
+
+    def _fit(
+        self,
+        potential: PotentialNet,
+        functional: Functional,
+        x: Tensor,
+        lrho: Tensor | None,
+        logdet: LogDetEstimator | None,
+        flow: Flow,
+    ) -> tuple[list[float], float, int]:
+        """Inner loop: fit ``theta`` for one JKO step; returns the loss curve, the final
+        transport term and how many times the learning rate was halved to recover."""
+        optimizer = OPTIMIZERS[self.optimizer](potential.parameters(), lr=self.lr)
+        wants_logdet = Need.LOGDET in functional.needs
+        losses: list[float] = []
+        transport_value = float("nan")
+        drops = 0
+        last_good = copy.deepcopy(potential.state_dict())
+        it = 0
+        while it < self.inner_iters:
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                y = potential.transport(x)
+                transport = ((y - x) ** 2).sum(dim=1).mean() / (2 * self.tau)
+                ld = logdet(potential, x) if wants_logdet and logdet is not None else None
+                ctx = StepContext(x=x, y=y, tau=self.tau, logdet=ld, log_density=lrho)
+                loss = functional.inner_objective(ctx) + transport
+                finite = bool(torch.isfinite(loss.detach()))
+                if finite:
+                    loss.backward()
+            except LogDetError:
+                finite = False
+            if not finite:
+                drops += 1
+                if drops > self.max_lr_drops:
+                    raise FlowDivergedError(
+                        f"step {len(flow.records) + 1}, inner iteration {it}: non-finite loss after "
+                        f"{self.max_lr_drops} learning-rate halvings (lr now {optimizer.param_groups[0]['lr']:.3g}); "
+                        "try a smaller tau or lr, or a larger strong-convexity alpha",
+                        flow,
+                    )
+                potential.load_state_dict(last_good)
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                optimizer.state.clear()
+                continue
+            last_good = {k: v.detach().clone() for k, v in potential.state_dict().items()}
+            optimizer.step()
+            potential.project()
+            losses.append(loss.item())
+            transport_value = transport.item()
+            it += 1
+        return losses, transport_value, drops

@@ -1,0 +1,414 @@
+"""Declarative run specifications (TOML files or the same dict in Python).
+
+A spec names everything a run needs::
+
+    dim = 1
+    seed = 0
+    dtype = "float32"
+
+    [sampler]                   # rho_0 (kind: a registered sampler)
+    kind = "gaussian"
+    n = 500
+    std = 1.0
+
+    [potential]                 # the convex network u (kind: a registered net)
+    kind = "ficnn"
+    widths = [32, 32]
+
+    [solver]                    # JKO settings (see jkoflow.solver.JKOSolver)
+    tau = 0.05
+    steps = 10
+    inner_iters = 150
+    logdet = "exact"            # or a table: { kind = "...", ... }
+
+    [[terms]]                   # F = sum of weighted terms (kind: a registered functional)
+    kind = "porous_medium"
+    weight = 1.0
+    m = 2
+
+or names a problem, which supplies ``dim``, the sampler and the terms (and suggests solver and
+network settings that the spec may override)::
+
+    [problem]
+    kind = "porous-medium"
+    n = 200
+
+:func:`resolve` validates a spec against the registry (errors name the key path and what was
+expected) and fills in every default; the resolved spec, written beside every run, repeats the
+run exactly. :func:`build` turns it into a :class:`Run`.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import copy
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from .flow import Flow
+from .functional import Functional, Need, total
+from .logdet import LogDetEstimator
+from .potential import PotentialNet
+from .problem import Problem
+from .registry import Registry, RegistryError, default_registry
+from .sampler import Sampler
+from .solver import JKOSolver
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOP_KEYS = ("problem", "dim", "seed", "dtype", "sampler", "potential", "solver", "terms")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+INJECTED = ("dim", "registry")
+"""Factory parameters the builder supplies itself (never set in a spec section)."""
+
+DEFAULT_POTENTIAL: dict[str, Any] = {"kind": "ficnn"}
+DEFAULT_LOGDET = "exact"
+
+
+class SpecError(ValueError):
+    """A spec is invalid; ``path`` is the offending key path (e.g. ``terms[0].m``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+# --- loading -----------------------------------------------------------------------------
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a TOML spec file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError("", f"spec file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("", f"{path} is not valid TOML: {exc}") from None
+
+
+def dump(spec: Mapping[str, Any], path: str | Path) -> None:
+    """Write a (resolved) spec as TOML."""
+    import tomli_w
+
+    Path(path).write_text(tomli_w.dumps(_toml_ready(spec)))
+
+
+def _toml_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v) for v in value]
+    return value
+
+
+# --- type checking of parameters ---------------------------------------------------------
+def _describe(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not typing.get_args(hint) else None
+    return text or str(hint).replace("typing.", "").replace("collections.abc.", "")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_type_ok(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    return True  # callables, tensors, objects: checked by the factory itself
+
+
+def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: skip type checks
+        return {}
+
+
+def check_params(
+    path: str, factory: Callable[..., Any], params: Mapping[str, Any], what: str, injected: tuple[str, ...] = INJECTED
+) -> dict[str, Any]:
+    """Validate ``params`` against ``factory``'s signature and fill defaults.
+
+    Unknown keys, missing required keys and mistyped values raise :class:`SpecError` naming
+    ``path.key`` and the expected type or the allowed keys.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return dict(params)
+    accepted = {
+        name: p
+        for name, p in signature.parameters.items()
+        if name not in injected and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    hints = _hints(factory)
+    for key, value in params.items():
+        if key in injected:
+            raise SpecError(f"{path}.{key}", f"is set by jkoflow itself and cannot be given in {what}")
+        if key not in accepted:
+            if takes_kwargs:
+                continue
+            raise SpecError(f"{path}.{key}", f"unknown parameter of {what}; expected one of: {', '.join(accepted) or '(none)'}")
+        hint = hints.get(key, accepted[key].annotation)
+        if not _type_ok(value, hint):
+            raise SpecError(f"{path}.{key}", f"got {value!r} ({type(value).__name__}); expected {_describe(hint)}")
+    resolved = dict(params)
+    for name, p in accepted.items():
+        if name in resolved:
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise SpecError(f"{path}.{name}", f"missing required parameter of {what}")
+        default = p.default
+        if isinstance(default, tuple):
+            default = list(default)
+        if default is None or isinstance(default, (bool, int, float, str, list, dict)):
+            resolved[name] = default
+    return resolved
+
+
+def _table(spec: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = spec.get(key, {})
+    if isinstance(value, str):
+        value = {"kind": value}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"got {value!r}; expected a table (or a name)")
+    return dict(value)
+
+
+def _kind(table: Mapping[str, Any], path: str, registry: Registry, kind: str) -> Callable[..., Any]:
+    name = table.get("kind")
+    if not isinstance(name, str):
+        raise SpecError(f"{path}.kind", f"missing or not a string; expected one of: {', '.join(registry.names(kind))}")
+    try:
+        return registry.get(kind, name)
+    except (RegistryError, ImportError, ValueError) as exc:
+        raise SpecError(f"{path}.kind", str(exc)) from None
+
+
+# --- resolving ---------------------------------------------------------------------------
+def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
+    """Validate ``spec`` and return it with every default filled in."""
+    registry = registry or default_registry()
+    if not isinstance(spec, Mapping):
+        raise SpecError("", f"a spec must be a table/dict, got {type(spec).__name__}")
+    for key in spec:
+        if key not in TOP_KEYS:
+            raise SpecError(key, f"unknown top-level key; expected one of: {', '.join(TOP_KEYS)}")
+    out: dict[str, Any] = {}
+    suggested: dict[str, Any] = {}
+    if "problem" in spec:
+        table = _table(spec, "problem", "problem")
+        factory = _kind(table, "problem", registry, "problem")
+        params = {k: v for k, v in table.items() if k != "kind"}
+        out["problem"] = {"kind": table["kind"], **check_params("problem", factory, params, f"problem {table['kind']!r}", ("registry",))}
+        for key in ("dim", "sampler", "terms"):
+            if key in spec:
+                raise SpecError(key, f"is defined by problem {table['kind']!r}; set the problem's parameters under [problem] instead")
+        problem = _make(factory, {k: v for k, v in out["problem"].items() if k != "kind"}, "problem", registry)
+        suggested = problem.spec()
+        source: dict[str, Any] = {**suggested, **{k: v for k, v in spec.items() if k not in ("problem",)}}
+    else:
+        source = dict(spec)
+        for key in ("dim", "sampler", "terms"):
+            if key not in source:
+                raise SpecError(key, "missing; a spec without a problem must give dim, sampler and terms")
+
+    dim = source["dim"]
+    if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1):
+        raise SpecError("dim", f"got {dim!r}; expected a positive integer")
+    seed = source.get("seed", 0)
+    if not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise SpecError("seed", f"got {seed!r}; expected an integer")
+    dtype = source.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise SpecError("dtype", f"got {dtype!r}; expected one of: {', '.join(DTYPES)}")
+    if "problem" not in out:
+        out["dim"] = dim
+    out["seed"], out["dtype"] = seed, dtype
+
+    # sampler
+    sampler = _table(source, "sampler", "sampler")
+    factory = _kind(sampler, "sampler", registry, "sampler")
+    n = sampler.pop("n", None)
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise SpecError("sampler.n", f"got {n!r}; expected a positive integer (number of particles)")
+    kind = sampler.pop("kind")
+    resolved_sampler = {"kind": kind, "n": n, **check_params("sampler", factory, sampler, f"sampler {kind!r}")}
+
+    # potential network (user's table overrides the problem's suggestion of the same kind)
+    pot = dict(suggested.get("potential", DEFAULT_POTENTIAL))
+    if "potential" in spec:
+        user = _table(spec, "potential", "potential")
+        pot = {**pot, **user} if user.get("kind", pot.get("kind")) == pot.get("kind") else user
+    pot.setdefault("kind", DEFAULT_POTENTIAL["kind"])
+    factory = _kind(pot, "potential", registry, "net")
+    kind = pot.pop("kind")
+    out["potential"] = {"kind": kind, **check_params("potential", factory, pot, f"net {kind!r}")}
+
+    # solver
+    solver = {**suggested.get("solver", {}), **_table(spec, "solver", "solver")}
+    logdet = solver.pop("logdet", DEFAULT_LOGDET)
+    logdet_table = {"kind": logdet} if isinstance(logdet, str) else dict(logdet) if isinstance(logdet, Mapping) else None
+    if logdet_table is None:
+        raise SpecError("solver.logdet", f"got {logdet!r}; expected a name or a table with 'kind'")
+    for key in ("seed", "progress"):
+        if key in solver:
+            raise SpecError(f"solver.{key}", "is not a solver setting here: use the top-level seed / the CLI's progress bar")
+    out["solver"] = check_params("solver", JKOSolver, solver, "the solver")
+    out["solver"].pop("seed", None)
+    out["solver"].pop("progress", None)
+    factory = _kind(logdet_table, "solver.logdet", registry, "logdet")
+    kind = logdet_table.pop("kind")
+    out["solver"]["logdet"] = {"kind": kind, **check_params("solver.logdet", factory, logdet_table, f"logdet {kind!r}")}
+
+    # terms
+    terms = source["terms"]
+    if not isinstance(terms, list) or not terms:
+        raise SpecError("terms", f"got {terms!r}; expected a non-empty list of tables")
+    resolved_terms = []
+    for i, term in enumerate(terms):
+        path = f"terms[{i}]"
+        if not isinstance(term, Mapping):
+            raise SpecError(path, f"got {term!r}; expected a table with 'kind' and 'weight'")
+        term = dict(term)
+        factory = _kind(term, path, registry, "functional")
+        kind = term.pop("kind")
+        weight = term.pop("weight", 1.0)
+        if not _type_ok(weight, float):
+            raise SpecError(f"{path}.weight", f"got {weight!r}; expected a number")
+        resolved_terms.append({"kind": kind, "weight": float(weight), **check_params(path, factory, term, f"functional {kind!r}")})
+    if "problem" not in out:
+        out["sampler"] = resolved_sampler
+        out["terms"] = resolved_terms
+    else:
+        out["_derived"] = {"dim": dim, "sampler": resolved_sampler, "terms": resolved_terms}
+    return out
+
+
+def _make(factory: Callable[..., Any], params: Mapping[str, Any], path: str, registry: Registry, **injected: Any) -> Any:
+    """Call ``factory`` with ``params`` plus whichever of ``injected``/``registry`` it takes."""
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    extra = {k: v for k, v in {**injected, "registry": registry}.items() if k in accepted}
+    try:
+        return factory(**params, **extra)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(path, str(exc)) from exc
+
+
+# --- building ----------------------------------------------------------------------------
+@attrs.define
+class Run:
+    """Everything a run needs, built from a resolved spec."""
+
+    spec: dict[str, Any]
+    functional: Functional
+    make_potential: Callable[[], PotentialNet]
+    sampler: Sampler
+    logdet: LogDetEstimator
+    solver: JKOSolver
+    problem: Problem | None
+    x0: torch.Tensor
+    log_density0: torch.Tensor | None
+
+    def execute(self, progress: bool = False, callback: Callable[[Flow], None] | None = None) -> Flow:
+        """Run the JKO flow; ``callback(flow)`` after step 0 and after every step."""
+        self.solver.progress = progress
+        needs_density = Need.LOG_DENSITY in self.functional.needs or Need.LOGDET in self.functional.needs
+        if needs_density and self.log_density0 is None:
+            raise SpecError("sampler", f"{self.functional!r} needs log rho_0, which sampler {self.spec_sampler['kind']!r} does not provide")
+        return self.solver.run(
+            self.functional, self.make_potential, self.x0, self.log_density0, self.logdet, callback=callback
+        )
+
+    @property
+    def spec_sampler(self) -> dict[str, Any]:
+        return self.spec.get("sampler") or self.spec["_derived"]["sampler"]
+
+    def problem_metrics(self, flow: Flow) -> dict[str, float]:
+        """The problem's exact-solution metrics at the flow's latest step (empty without one)."""
+        if self.problem is None:
+            return {}
+        t = self.problem.t0 + flow.steps * flow.tau
+        return self.problem.metrics(t, flow.particles[0], flow.particles[-1], flow.log_densities[-1])
+
+
+def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
+    """Resolve and build a :class:`Run` from a spec (a resolved spec resolves to itself)."""
+    registry = registry or default_registry()
+    spec = resolve(copy.deepcopy(dict(spec)), registry)
+    derived = spec.get("_derived", spec)
+    dim = derived["dim"]
+    dtype = DTYPES[spec["dtype"]]
+    problem = None
+    if "problem" in spec:
+        params = {k: v for k, v in spec["problem"].items() if k != "kind"}
+        problem = _make(registry.get("problem", spec["problem"]["kind"]), params, "problem", registry)
+
+    sampler_params = {k: v for k, v in derived["sampler"].items() if k not in ("kind", "n")}
+    sampler = _make(registry.get("sampler", derived["sampler"]["kind"]), sampler_params, "sampler", registry, dim=dim)
+    generator = torch.Generator().manual_seed(spec["seed"])
+    x0, log_density0 = sampler.sample(derived["sampler"]["n"], generator)
+    x0 = x0.to(dtype)
+    log_density0 = None if log_density0 is None else log_density0.to(dtype)
+
+    terms = []
+    for i, term in enumerate(derived["terms"]):
+        params = {k: v for k, v in term.items() if k not in ("kind", "weight")}
+        functional = _make(registry.get("functional", term["kind"]), params, f"terms[{i}]", registry)
+        terms.append(term["weight"] * functional)
+    functional = total(terms)
+
+    pot = spec["potential"]
+    net_factory = registry.get("net", pot["kind"])
+    net_params = {k: v for k, v in pot.items() if k != "kind"}
+    _make(net_factory, net_params, "potential", registry, dim=dim)  # fail early on bad settings
+
+    def make_potential() -> PotentialNet:
+        return _make(net_factory, net_params, "potential", registry, dim=dim).to(dtype)
+
+    solver_params = {k: v for k, v in spec["solver"].items() if k != "logdet"}
+    try:
+        solver = JKOSolver(**solver_params, seed=spec["seed"])
+    except (TypeError, ValueError) as exc:
+        raise SpecError("solver", str(exc)) from exc
+    ld = spec["solver"]["logdet"]
+    logdet = _make(registry.get("logdet", ld["kind"]), {k: v for k, v in ld.items() if k != "kind"}, "solver.logdet", registry)
+    return Run(spec, functional, make_potential, sampler, logdet, solver, problem, x0, log_density0)
+
+
+def public(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved spec as written to disk (without derived, informational parts)."""
+    return {k: v for k, v in spec.items() if not k.startswith("_")}

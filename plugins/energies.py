@@ -1,0 +1,273 @@
+"""Built-in energy terms: potential, interaction and internal energies (paper Table 1, 3).
+
+=============  ==============================  ==============================================
+term           F(rho)                          inner objective at ``y_i = grad u(x_i)``
+=============  ==============================  ==============================================
+potential      int V d rho                     mean_i V(y_i)
+interaction    1/2 int int W(x - x') drho drho  1/2 mean_{i != j} W(y_i - y_j)
+internal       int f(rho(x)) dx                - mean_i sg(P(xi_i)/xi_i) log det H_u(x_i)
+=============  ==============================  ==============================================
+
+For internal energies each particle carries ``l_i = log rho_t(x_i)``; after the step its
+log-density is ``log xi_i = l_i - log det H_u(x_i)`` and
+``F(rho_{t+1}) ~= mean_i f(xi_i) / xi_i``. With the pressure ``P(r) = r f'(r) - f(r)`` the
+gradient in ``theta`` is ``- mean_i P(xi_i)/xi_i * grad log det H_u(x_i)`` (sg = stop-gradient),
+so one surrogate serves every convex ``f``:
+
+* entropy ``f(r) = r log r``: ``P(r)/r = 1`` (heat equation);
+* porous medium ``f(r) = r^m/(m-1)``: ``P(r)/r = r^(m-1)`` (paper eq. 12).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jkoflow.functional import Functional, Need, StepContext
+from jkoflow.registry import Registry, default_registry, hookimpl
+
+FnSpec = str | Mapping[str, Any] | Callable[..., Any]
+"""A registered name, ``{"kind": name, **params}``, an import string, or the object itself."""
+
+
+def _resolve(kind: str, spec: FnSpec, registry: Registry | None) -> Any:
+    """Build a ``potential_fn`` / ``kernel`` / ``internal_fn`` from a name, table or object."""
+    if callable(spec) and not isinstance(spec, str):
+        return spec
+    registry = registry or default_registry()
+    if isinstance(spec, str):
+        obj = registry.get(kind, spec)
+        if ":" in spec and not isinstance(obj, type):
+            return obj  # an import string names the function itself, e.g. "pkg.mod:my_V"
+        return obj()
+    if isinstance(spec, Mapping):
+        params = dict(spec)
+        if "kind" not in params:
+            raise ValueError(f"{kind} table {dict(spec)!r}: expected a 'kind' key naming the {kind}")
+        return registry.get(kind, params.pop("kind"))(**params)
+    raise TypeError(f"{kind}={spec!r}: expected a name, a table with 'kind', or a callable")
+
+
+def _vector(value: float | list[float] | Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=torch.get_default_dtype())
+
+
+# --- potentials V and kernels W ----------------------------------------------------------
+class Quadratic:
+    """``V(x) = 1/2 (x - c)^T A (x - c)``; ``A`` defaults to the identity (``A`` may be a
+    scalar, a diagonal given as a list, or a full matrix)."""
+
+    def __init__(self, center: float | list[float] = 0.0, matrix: float | list[Any] = 1.0) -> None:
+        self.center = _vector(center)
+        self.matrix = _vector(matrix)
+        if self.matrix.ndim > 2:
+            raise ValueError(f"matrix has {self.matrix.ndim} dimensions: expected a scalar, vector or matrix")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        z = x - self.center.to(x)
+        a = self.matrix.to(x)
+        if a.ndim < 2:
+            return 0.5 * (a * z * z).sum(-1)
+        return 0.5 * ((z @ a) * z).sum(-1)
+
+
+class AggregationKernel:
+    """``W(z) = |z|^2/2 - log|z|`` (attractive-repulsive; paper Section 5.3)."""
+
+    def __call__(self, z: Tensor) -> Tensor:
+        r2 = z.pow(2).sum(-1)
+        return 0.5 * r2 - 0.5 * torch.log(r2)
+
+
+class QuadraticKernel:
+    """``W(z) = |z|^2 / 2``."""
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return 0.5 * z.pow(2).sum(-1)
+
+
+# --- internal energy densities f ---------------------------------------------------------
+class InternalFn(abc.ABC):
+    """A convex ``f`` of an internal energy ``int f(rho(x)) dx``, evaluated in ``log r``."""
+
+    @abc.abstractmethod
+    def f_over_r(self, log_r: Tensor) -> Tensor:
+        """``f(r)/r`` (so ``int f(rho) = E_rho[f(rho)/rho]``)."""
+
+    @abc.abstractmethod
+    def pressure_over_r(self, log_r: Tensor) -> Tensor:
+        """``P(r)/r = f'(r) - f(r)/r``."""
+
+
+class Entropy(InternalFn):
+    """``f(r) = r log r`` (negative entropy; heat equation)."""
+
+    def f_over_r(self, log_r: Tensor) -> Tensor:
+        return log_r
+
+    def pressure_over_r(self, log_r: Tensor) -> Tensor:
+        return torch.ones_like(log_r)
+
+
+class PorousMedium(InternalFn):
+    """``f(r) = r^m / (m - 1)``, ``m > 1`` (porous medium equation ``d_t rho = Lap rho^m``)."""
+
+    def __init__(self, m: float = 2.0) -> None:
+        if not m > 1:
+            raise ValueError(f"m={m}: expected m > 1")
+        self.m = float(m)
+
+    def f_over_r(self, log_r: Tensor) -> Tensor:
+        return torch.exp((self.m - 1) * log_r) / (self.m - 1)
+
+    def pressure_over_r(self, log_r: Tensor) -> Tensor:
+        return torch.exp((self.m - 1) * log_r)
+
+
+class FromFunction(InternalFn):
+    """Any convex ``f(r)`` given as a torch function; ``f'`` comes from autograd."""
+
+    def __init__(self, f: Callable[[Tensor], Tensor]) -> None:
+        self.f = f
+
+    def f_over_r(self, log_r: Tensor) -> Tensor:
+        r = torch.exp(log_r)
+        return self.f(r) / r
+
+    def pressure_over_r(self, log_r: Tensor) -> Tensor:
+        with torch.enable_grad():
+            r = torch.exp(log_r.detach()).requires_grad_(True)
+            fr = self.f(r)
+            (df,) = torch.autograd.grad(fr.sum(), r)
+        return (df - fr / r).detach()
+
+
+def _internal_fn(spec: FnSpec, registry: Registry | None) -> InternalFn:
+    fn = _resolve("internal_fn", spec, registry) if not isinstance(spec, InternalFn) else spec
+    if isinstance(fn, InternalFn):
+        return fn
+    if callable(fn):  # a plain f(r), e.g. from an import string
+        return FromFunction(fn)
+    raise TypeError(f"f={spec!r}: expected an InternalFn or a callable f(r)")
+
+
+# --- functionals -------------------------------------------------------------------------
+class PotentialEnergy(Functional):
+    """``F(rho) = int V d rho``; inner objective ``mean_i V(grad u(x_i))``."""
+
+    def __init__(self, V: FnSpec = "quadratic", registry: Registry | None = None) -> None:
+        self.V = _resolve("potential_fn", V, registry)
+        self._label = V if isinstance(V, str) else type(self.V).__name__
+
+    def inner_objective(self, ctx: StepContext) -> Tensor:
+        return self.V(ctx.y).mean()
+
+    def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        return float(self.V(x).mean())
+
+    def __repr__(self) -> str:
+        return f"PotentialEnergy({self._label})"
+
+
+class InteractionEnergy(Functional):
+    """``F(rho) = 1/2 int int W(x - x') drho(x) drho(x')``, estimated by the U-statistic
+    ``1/2 mean_{i != j} W(y_i - y_j)`` (the diagonal is excluded, so singular kernels such
+    as ``-log|z|`` are fine)."""
+
+    def __init__(self, W: FnSpec = "aggregation", registry: Registry | None = None) -> None:
+        self.W = _resolve("kernel", W, registry)
+        self._label = W if isinstance(W, str) else type(self.W).__name__
+
+    def _energy(self, y: Tensor) -> Tensor:
+        n = y.shape[0]
+        if n < 2:
+            raise ValueError(f"an interaction energy needs at least 2 particles, got {n}")
+        diff = y[:, None, :] - y[None, :, :]
+        eye = torch.eye(n, dtype=torch.bool, device=y.device)
+        diff = torch.where(eye[..., None], torch.ones_like(diff), diff)  # keep W finite on i == j
+        w = self.W(diff).masked_fill(eye, 0.0)
+        return 0.5 * w.sum() / (n * (n - 1))
+
+    def inner_objective(self, ctx: StepContext) -> Tensor:
+        return self._energy(ctx.y)
+
+    def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        return float(self._energy(x))
+
+    def __repr__(self) -> str:
+        return f"InteractionEnergy({self._label})"
+
+
+class InternalEnergy(Functional):
+    """``F(rho) = int f(rho(x)) dx`` through carried log-densities and ``log det H_u``."""
+
+    needs = frozenset({Need.LOGDET, Need.LOG_DENSITY})
+
+    def __init__(self, f: FnSpec | InternalFn = "entropy", registry: Registry | None = None, **params: Any) -> None:
+        if params:
+            if not isinstance(f, str):
+                raise TypeError(f"parameters {sorted(params)} given with a non-name f={f!r}")
+            f = {"kind": f, **params}
+        self.f = _internal_fn(f, registry)
+
+    def inner_objective(self, ctx: StepContext) -> Tensor:
+        assert ctx.logdet is not None and ctx.log_density is not None
+        log_xi = ctx.log_density - ctx.logdet.value
+        weight = self.f.pressure_over_r(log_xi).detach()
+        return -(weight * ctx.logdet.surrogate).mean()
+
+    def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        if log_density is None:
+            return None
+        return float(self.f_over_r_mean(log_density))
+
+    def f_over_r_mean(self, log_density: Tensor) -> Tensor:
+        """``mean_i f(rho_i)/rho_i``: the Monte Carlo estimate of ``int f(rho)``."""
+        return self.f.f_over_r(log_density).mean()
+
+    def __repr__(self) -> str:
+        return f"InternalEnergy({type(self.f).__name__})"
+
+
+def entropy() -> InternalEnergy:
+    """``F(rho) = int rho log rho`` (its gradient flow is the heat equation)."""
+    return InternalEnergy(Entropy())
+
+
+def porous_medium(m: float = 2.0) -> InternalEnergy:
+    """``F(rho) = int rho^m / (m - 1)`` (porous medium equation ``d_t rho = Lap rho^m``)."""
+    return InternalEnergy(PorousMedium(m))
+
+
+def potential(V: str | dict[str, Any] = "quadratic", registry: Registry | None = None) -> PotentialEnergy:
+    """Potential energy ``int V d rho``; ``V`` a registered name, ``{kind = ..., ...}`` or an
+    import string ``"pkg.mod:V"`` of the function ``V(x)`` itself."""
+    return PotentialEnergy(V, registry)
+
+
+def interaction(W: str | dict[str, Any] = "aggregation", registry: Registry | None = None) -> InteractionEnergy:
+    """Interaction energy with kernel ``W`` (name, ``{kind = ..., ...}`` or import string of ``W(z)``)."""
+    return InteractionEnergy(W, registry)
+
+
+def internal(f: str | dict[str, Any] = "entropy", registry: Registry | None = None) -> InternalEnergy:
+    """Internal energy ``int f(rho)``; ``f`` a registered name, table, or import string of ``f(r)``."""
+    return InternalEnergy(f, registry)
+
+
+@hookimpl
+def jkoflow_register(registry: Registry) -> None:
+    registry.add("functional", "potential", potential)
+    registry.add("functional", "interaction", interaction)
+    registry.add("functional", "internal", internal)
+    registry.add("functional", "entropy", entropy)
+    registry.add("functional", "porous_medium", porous_medium)
+    registry.add("potential_fn", "quadratic", Quadratic)
+    registry.add("kernel", "aggregation", AggregationKernel)
+    registry.add("kernel", "quadratic", QuadraticKernel)
+    registry.add("internal_fn", "entropy", Entropy)
+    registry.add("internal_fn", "porous_medium", PorousMedium)
