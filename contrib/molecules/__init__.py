@@ -1,0 +1,26 @@
+"""Molecular discovery with JKO-ICNN (paper Section 6): MOSES data, QED, sequence VAE.
+
+Public API (``jkoflow.contrib.molecules``):
+
+* data: :func:`load_smiles`, :func:`load_moses`, :func:`load_sample`,
+  :func:`load_qed`, :func:`cached_qed`, :func:`compute_qed`, :func:`qed`
+* tokens: :class:`MolTokenizer`, :func:`canonicalize`
+* VAE: :class:`MoleculeVAE` (``encode(smiles) -> (N, 128)``,
+  ``decode(z) -> list[str]``), :func:`load_vae`
+* training: :func:`train_vae`, :func:`evaluate`; command line in :mod:`.cli`
+
+Needs the optional dependencies ``rdkit`` and ``selfies``
+(``pip install jkoflow[molecules]``).
+"""
+
+from .data import (cache_dir, cached_qed, compute_qed, load_moses, load_qed, load_sample,
+                   load_smiles, qed)
+from .tokens import MolTokenizer, canonicalize
+from .train import evaluate, train_vae
+from .vae import MoleculeVAE, SeqVAE, VAEConfig, load_vae
+
+__all__ = [
+    "cache_dir", "cached_qed", "compute_qed", "load_moses", "load_qed", "load_sample",
+    "load_smiles", "qed", "MolTokenizer", "canonicalize", "evaluate", "train_vae",
+    "MoleculeVAE", "SeqVAE", "VAEConfig", "load_vae",
+]
