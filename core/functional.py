@@ -77,6 +77,10 @@ class Functional(abc.ABC):
         term needs them); ``None`` when it cannot be computed from what is given."""
         return None
 
+    def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
+        """Called by the solver once per run, before anything else, with ``rho_0``'s particles
+        (terms such as ``D(rho, rho_0)`` keep them). Default: nothing."""
+
     # --- linear combinations -------------------------------------------------------------
     def terms(self) -> list[tuple[float, Functional]]:
         """``[(weight, term), ...]`` with ``self == sum(weight * term)``."""
@@ -116,6 +120,10 @@ class WeightedSum(Functional):
 
     def inner_objective(self, ctx: StepContext) -> Tensor:
         return sum(w * f.inner_objective(ctx) for w, f in self._terms)  # type: ignore[return-value]
+
+    def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
+        for _, f in self._terms:
+            f.start(x0, log_density0)
 
     def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
         total = 0.0

@@ -116,6 +116,7 @@ class JKOSolver:
         x = x0.detach().clone()
         lrho = None if log_density0 is None else log_density0.detach().clone()
         flow = Flow(tau=self.tau, particles=[x], log_densities=[lrho])
+        functional.start(x, lrho)
         flow.initial_F = functional.value(x, lrho)
         if callback:
             callback(flow)
