@@ -52,6 +52,8 @@ class Flow:
     log_densities: list[Tensor | None] = attrs.field(factory=list)
     records: list[StepRecord] = attrs.field(factory=list)
     initial_F: float | None = None
+    log_rho0: Callable[[Tensor], Tensor] | None = None
+    """``x -> log rho_0(x)``: the initial log-density as a function, for :meth:`log_density`."""
 
     @property
     def steps(self) -> int:
@@ -91,6 +93,36 @@ class Flow:
                 log_density = log_density - logdet(u, x, grad=False).value
             x = u.transport(x, create_graph=False)
         return x, log_density
+
+    def log_density(
+        self,
+        y: Tensor,
+        step: int | None = None,
+        log_rho0: Callable[[Tensor], Tensor] | None = None,
+        tol: float = 1e-9,
+        return_points: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """``log rho_step(y)`` at arbitrary points ``y`` (paper Algorithm 2).
+
+        Inverts the maps one at a time through the convex conjugate,
+        ``x_{s-1} = argmax_x <x_s, x> - u_s(x)`` (batched Newton in float64, see
+        :mod:`jkoflow.inverse`), then ``log rho_step(y) = log rho_0(x_0) - sum_s log det H_{u_s}(x_{s-1})``.
+        ``log_rho0`` defaults to the flow's :attr:`log_rho0`. With ``return_points`` also returns
+        ``[x_0, ..., x_step = y]``. Result in float64.
+        """
+        from .inverse import invert_flow
+
+        step = self.steps if step is None else step
+        if not 0 <= step <= self.steps:
+            raise ValueError(f"step={step} is out of range: expected 0..{self.steps}")
+        log_rho0 = log_rho0 or self.log_rho0
+        if log_rho0 is None:
+            raise ValueError("log_density needs log rho_0: set flow.log_rho0 or pass log_rho0=")
+        xs, logdets = invert_flow(self.potentials[:step], y, tol=tol)
+        out = log_rho0(xs[0]).to(torch.float64)
+        for ld in logdets:
+            out = out - ld
+        return (out, xs) if return_points else out
 
     def map(self, step: int) -> Callable[[Tensor], Tensor]:
         """The map ``grad u_step`` (1-based) as a function."""

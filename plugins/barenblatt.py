@@ -57,15 +57,25 @@ class Barenblatt:
         return rho / self.mass if normalized else rho
 
     def cdf_1d(self, x: np.ndarray, t: float) -> np.ndarray:
-        """CDF of the normalized profile in ``d = 1`` (numerically, on a fine grid)."""
+        """CDF of the normalized profile in ``d = 1``, exact: with ``s = k x^2 t^(-2b) / C``,
+        ``|x|`` has ``s ~ Beta(1/2, 1/(m-1) + 1)``, so ``F(x) = 1/2 + sign(x) I_s(1/2, p + 1) / 2``."""
+        from scipy.special import betainc
+
         if self.d != 1:
             raise ValueError(f"cdf_1d needs d = 1, this profile has d = {self.d}")
-        radius = self.radius(t)
-        grid = np.linspace(-radius, radius, 20001)
-        pdf = self.density(grid[:, None], t)
-        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
-        cdf /= cdf[-1]
-        return np.interp(np.asarray(x, dtype=float), grid, cdf, left=0.0, right=1.0)
+        x = np.asarray(x, dtype=float)
+        s = np.clip(self.k * x**2 * t ** (-2 * self.b) / self.C, 0.0, 1.0)
+        return 0.5 + 0.5 * np.sign(x) * betainc(0.5, self.p + 1, s)
+
+    def quantile_1d(self, u: np.ndarray, t: float) -> np.ndarray:
+        """Quantile function ``F_t^{-1}(u)`` of the normalized profile in ``d = 1`` (exact)."""
+        from scipy.special import betaincinv
+
+        if self.d != 1:
+            raise ValueError(f"quantile_1d needs d = 1, this profile has d = {self.d}")
+        u = np.asarray(u, dtype=float)
+        s = betaincinv(0.5, self.p + 1, np.abs(2 * u - 1))
+        return np.sign(u - 0.5) * np.sqrt(s * self.C / self.k) * t**self.b
 
     def integral_rho_m(self, t: float, normalized: bool = True) -> float:
         """``int p^m dx`` for ``p = rho / M`` (or ``int rho^m`` when not ``normalized``)."""
