@@ -74,14 +74,16 @@ def plot_summary(flow: Flow, records: list[dict[str, Any]], problem: Problem | N
         lo, hi = float(traj.min()), float(traj.max())
         pad = 0.1 * (hi - lo + 1e-12)
         grid = np.linspace(lo - pad, hi + pad, 400)
+        from scipy.stats import gaussian_kde
+
         for s, c in zip(snaps, colors):
             t = t0 + s * flow.tau
-            ax_d.hist(traj[s, :, 0], bins=40, density=True, histtype="step", color=c, label=f"particles t={t:.3g}")
+            ax_d.plot(grid, gaussian_kde(traj[s, :, 0])(grid), color=c, lw=1.5, label=f"particles (KDE) t={t:.3g}")
             exact = problem.exact_density(grid[:, None], t) if problem is not None else None
             if exact is not None:
-                ax_d.plot(grid, exact, color=c, lw=1.5)
+                ax_d.plot(grid, exact, color=c, lw=1.2, ls="--")
         ax_d.set_xlabel("x")
-        ax_d.set_ylabel("density (lines: exact)")
+        ax_d.set_ylabel("density (dashed: exact)")
     else:
         for s, c in zip(snaps, colors):
             ax_d.scatter(traj[s, :, 0], traj[s, :, 1], s=4, color=c, alpha=0.6, label=f"t={t0 + s * flow.tau:.3g}")
