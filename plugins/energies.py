@@ -21,6 +21,7 @@ so one surrogate serves every convex ``f``:
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -155,18 +156,75 @@ def _internal_fn(spec: FnSpec, registry: Registry | None) -> InternalFn:
     raise TypeError(f"f={spec!r}: expected an InternalFn or a callable f(r)")
 
 
+# --- optional convexity check of user-supplied V and W --------------------------------------
+class ConvexityWarning(UserWarning):
+    """A potential ``V`` or kernel ``W`` failed the convexity property check (``check_convexity``).
+
+    The JKO-ICNN theory (paper Sec. 3) asks for convex ``V`` and ``W``; the scheme still runs,
+    so this is a warning, naming the points where Jensen's inequality or the Hessian fails.
+    """
+
+
+def _fn_label(spec: Any, fn: Any) -> str:
+    return spec if isinstance(spec, str) else getattr(fn, "__name__", type(fn).__name__)
+
+
+class _ConvexityCheck:
+    """Run :func:`jkoflow.testing.checks.find_convexity_counterexample` once, on the box the
+    particles span (``V``) or the box of their differences (``W``), before the first step."""
+
+    def __init__(self, enabled: bool, fn: Callable[..., Any], what: str, label: str, differences: bool) -> None:
+        self.enabled, self.fn, self.what, self.label, self.differences = enabled, fn, what, label, differences
+        self.done = False
+        self.counterexample: Any = None
+
+    def __call__(self, x: Tensor) -> None:
+        if not self.enabled or self.done:
+            return
+        self.done = True
+        try:
+            from jkoflow.testing.checks import find_convexity_counterexample
+        except ImportError as exc:  # hypothesis missing
+            raise ImportError(f"check_convexity needs hypothesis ({exc}): pip install 'jkoflow[testing]'") from exc
+        x = x.detach().to(torch.float64)
+        span = torch.clamp(x.max(0).values - x.min(0).values, min=1e-3)
+        if self.differences:
+            low, high = -1.5 * span, 1.5 * span
+        else:
+            low, high = x.min(0).values - 0.5 * span, x.max(0).values + 0.5 * span
+        found = find_convexity_counterexample(self.fn, x.shape[1], bounds=(low, high), max_examples=100, seed=0)
+        self.counterexample = found
+        if found is not None:
+            box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(low.tolist(), high.tolist()))
+            warnings.warn(
+                f"{self.what} {self.label!r} is not convex on the box {box} "
+                f"({'differences of ' if self.differences else ''}the particles): {found.describe(self.what[-1])}. "
+                "The JKO-ICNN theory assumes a convex one; the run continues.",
+                ConvexityWarning,
+                stacklevel=3,
+            )
+
+
 # --- functionals -------------------------------------------------------------------------
 class PotentialEnergy(Functional):
     """``F(rho) = int V d rho``; inner objective ``mean_i V(grad u(x_i))``."""
 
-    def __init__(self, V: FnSpec = "quadratic", registry: Registry | None = None) -> None:
+    def __init__(self, V: FnSpec = "quadratic", registry: Registry | None = None, check_convexity: bool = False) -> None:
         self.V = _resolve("potential_fn", V, registry)
         self._label = V if isinstance(V, str) else type(self.V).__name__
+        self.convexity = _ConvexityCheck(check_convexity, self.V, "potential V", _fn_label(V, self.V), differences=False)
+
+    def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
+        """With ``check_convexity``: property-check ``V`` on the box of ``rho_0``'s particles
+        and warn (:class:`ConvexityWarning`) with a counterexample if it is not convex."""
+        self.convexity(x0)
 
     def inner_objective(self, ctx: StepContext) -> Tensor:
+        self.convexity(ctx.x)
         return self.V(ctx.y).mean()
 
     def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        self.convexity(x)
         return float(self.V(x).mean())
 
     def __repr__(self) -> str:
@@ -178,9 +236,15 @@ class InteractionEnergy(Functional):
     ``1/2 mean_{i != j} W(y_i - y_j)`` (the diagonal is excluded, so singular kernels such
     as ``-log|z|`` are fine)."""
 
-    def __init__(self, W: FnSpec = "aggregation", registry: Registry | None = None) -> None:
+    def __init__(self, W: FnSpec = "aggregation", registry: Registry | None = None, check_convexity: bool = False) -> None:
         self.W = _resolve("kernel", W, registry)
         self._label = W if isinstance(W, str) else type(self.W).__name__
+        self.convexity = _ConvexityCheck(check_convexity, self.W, "kernel W", _fn_label(W, self.W), differences=True)
+
+    def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
+        """With ``check_convexity``: property-check ``W`` on the box of differences of
+        ``rho_0``'s particles and warn (:class:`ConvexityWarning`) if it is not convex."""
+        self.convexity(x0)
 
     def _energy(self, y: Tensor) -> Tensor:
         n = y.shape[0]
@@ -193,9 +257,11 @@ class InteractionEnergy(Functional):
         return 0.5 * w.sum() / (n * (n - 1))
 
     def inner_objective(self, ctx: StepContext) -> Tensor:
+        self.convexity(ctx.x)
         return self._energy(ctx.y)
 
     def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        self.convexity(x)
         return float(self._energy(x))
 
     def __repr__(self) -> str:
@@ -243,15 +309,22 @@ def porous_medium(m: float = 2.0) -> InternalEnergy:
     return InternalEnergy(PorousMedium(m))
 
 
-def potential(V: str | dict[str, Any] = "quadratic", registry: Registry | None = None) -> PotentialEnergy:
+def potential(
+    V: str | dict[str, Any] = "quadratic", registry: Registry | None = None, check_convexity: bool = False
+) -> PotentialEnergy:
     """Potential energy ``int V d rho``; ``V`` a registered name, ``{kind = ..., ...}`` or an
-    import string ``"pkg.mod:V"`` of the function ``V(x)`` itself."""
-    return PotentialEnergy(V, registry)
+    import string ``"pkg.mod:V"`` of the function ``V(x)`` itself. ``check_convexity = true``
+    property-tests ``V`` before the run and warns (:class:`ConvexityWarning`) with the points
+    where it fails to be convex."""
+    return PotentialEnergy(V, registry, check_convexity)
 
 
-def interaction(W: str | dict[str, Any] = "aggregation", registry: Registry | None = None) -> InteractionEnergy:
-    """Interaction energy with kernel ``W`` (name, ``{kind = ..., ...}`` or import string of ``W(z)``)."""
-    return InteractionEnergy(W, registry)
+def interaction(
+    W: str | dict[str, Any] = "aggregation", registry: Registry | None = None, check_convexity: bool = False
+) -> InteractionEnergy:
+    """Interaction energy with kernel ``W`` (name, ``{kind = ..., ...}`` or import string of
+    ``W(z)``); ``check_convexity = true`` property-tests ``W`` before the run (a warning)."""
+    return InteractionEnergy(W, registry, check_convexity)
 
 
 def internal(f: str | dict[str, Any] = "entropy", registry: Registry | None = None) -> InternalEnergy:

@@ -1,0 +1,917 @@
+"""Property checks a plugin author calls: ``assert_valid_*`` for every plugin interface.
+
+Each check raises :class:`ConformanceError` (an ``AssertionError``, so pytest reports it as a
+plain failure) whose message names the plugin, the property that failed, the inputs and the
+numbers on both sides. Convexity is property-tested with hypothesis: Jensen's inequality
+
+    f(t x + (1 - t) y) <= t f(x) + (1 - t) f(y) - alpha/2 t (1 - t) |x - y|^2
+
+along drawn segments ``[x, y]`` of a box, and ``lambda_min(H_f(z)) >= alpha`` at a point of each
+segment; a failure is shrunk to a simple counterexample (coordinates near 0, ``t`` near 0.5)
+reported in :class:`ConvexityError` (``.counterexample``).
+
+All checks run in float64 on small inputs (a few to a few dozen points, ``d <= 3``) so that a
+full conformance run over every registered plugin takes seconds on one thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from torch import Tensor
+
+from jkoflow.divergence import Divergence
+from jkoflow.functional import Functional, LogDet, Need, StepContext
+from jkoflow.logdet import LogDetError, LogDetEstimator
+from jkoflow.potential import PotentialNet
+
+from .strategies import clouds, random_convex_potential
+
+ConvexFn = Callable[[Tensor], Tensor]
+"""A function ``f: (n, d) -> (n,)`` applied row by row (a ``PotentialNet``, a potential ``V``)."""
+
+Bounds = float | tuple[Sequence[float] | Tensor, Sequence[float] | Tensor]
+"""A box: ``s`` for ``[-s, s]^d``, or ``(low, high)`` corner vectors."""
+
+
+class ConformanceError(AssertionError):
+    """A plugin violates the jkoflow plugin contract; the message says which part and how."""
+
+
+@attrs.define(frozen=True)
+class Counterexample:
+    """Where convexity fails.
+
+    ``kind == "jensen"``: ``f(z) > t f(x) + (1 - t) f(y) - alpha/2 t (1-t) |x-y|^2`` at
+    ``z = t x + (1 - t) y`` (``lhs = f(z)``, ``rhs`` the right side).
+    ``kind == "hessian"``: the smallest eigenvalue of ``H_f(z)`` is ``lhs < rhs = alpha``.
+    ``kind == "value"``: ``f(z) = lhs`` is NaN or ``-inf``.
+    """
+
+    kind: str
+    x: list[float]
+    y: list[float]
+    t: float
+    z: list[float]
+    lhs: float
+    rhs: float
+    alpha: float
+
+    def describe(self, name: str = "f") -> str:
+        fmt = lambda v: "[" + ", ".join(f"{c:.6g}" for c in v) + "]"  # noqa: E731
+        if self.kind == "value":
+            return f"{name}({fmt(self.z)}) = {self.lhs} (NaN or -inf: not a convex function's value)"
+        if self.kind == "jensen":
+            strong = f" - {self.alpha:g}/2 t(1-t)|x-y|^2" if self.alpha else ""
+            return (
+                f"Jensen's inequality fails on the segment x={fmt(self.x)}, y={fmt(self.y)} at t={self.t:.6g} "
+                f"(z = t x + (1-t) y = {fmt(self.z)}): {name}(z) = {self.lhs:.9g} > "
+                f"t {name}(x) + (1-t) {name}(y){strong} = {self.rhs:.9g}"
+            )
+        return (
+            f"the Hessian of {name} at z={fmt(self.z)} has smallest eigenvalue {self.lhs:.6g} < {self.rhs:g} "
+            f"(found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
+        )
+
+
+class ConvexityError(ConformanceError):
+    """A potential is not (``alpha``-strongly) convex; ``counterexample`` says where."""
+
+    def __init__(self, message: str, counterexample: Counterexample) -> None:
+        super().__init__(message)
+        self.counterexample = counterexample
+
+
+class _Violation(Exception):
+    """Raised inside the hypothesis search; carries the counterexample out of it."""
+
+    def __init__(self, counterexample: Counterexample) -> None:
+        super().__init__(counterexample.describe())
+        self.counterexample = counterexample
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _settings(max_examples: int) -> settings:
+    """Quiet, database-free, deadline-free hypothesis settings (usable inside other tests,
+    inside ``@given`` tests, and at run time inside a CLI run)."""
+    return settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch inside, restoring the caller's RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _name(obj: Any) -> str:
+    return getattr(obj, "__name__", None) or repr(obj)
+
+
+def _fail(what: str, message: str) -> None:
+    raise ConformanceError(f"{what}: {message}")
+
+
+def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> tuple[bool, float]:
+    err = float((a - b).abs().max()) if a.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol)), err
+
+
+def _as_float64(f: ConvexFn) -> ConvexFn:
+    """A float64 copy of a module (so checks are not drowned by float32 rounding)."""
+    if isinstance(f, torch.nn.Module):
+        return copy.deepcopy(f).double()
+    return f
+
+
+def _box(bounds: Bounds, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(bounds, (int, float)):
+        if not bounds > 0:
+            raise ValueError(f"bounds={bounds}: expected a positive half-width")
+        return np.full(dim, -float(bounds)), np.full(dim, float(bounds))
+    low, high = (np.asarray(torch.as_tensor(b, dtype=torch.float64).detach().cpu(), dtype=float).reshape(-1) for b in bounds)
+    if low.shape != (dim,) or high.shape != (dim,) or not np.all(low < high):
+        raise ValueError(f"bounds=({low}, {high}): expected two vectors of length {dim} with low < high")
+    return low, high
+
+
+def _row_hessian(f: ConvexFn, z: Tensor) -> Tensor | None:
+    """Hessians ``(n, d, d)`` of a row-wise ``f`` by autograd, or ``None`` when ``f`` is not
+    differentiable by torch (e.g. computed in numpy)."""
+    if isinstance(f, PotentialNet):
+        return f.hessian(z, create_graph=False)
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        out = f(z)
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            return None
+        (g,) = torch.autograd.grad(out.sum(), z, create_graph=True)
+        rows = []
+        for j in range(z.shape[1]):
+            if not g.requires_grad:  # affine f: zero Hessian
+                rows.append(torch.zeros_like(z))
+                continue
+            (r,) = torch.autograd.grad(g[:, j].sum(), z, retain_graph=True, allow_unused=True)
+            rows.append(torch.zeros_like(z) if r is None else r)
+    h = torch.stack(rows, dim=1).detach()
+    return 0.5 * (h + h.transpose(1, 2))
+
+
+# --- convexity --------------------------------------------------------------------------
+def find_convexity_counterexample(
+    f: ConvexFn,
+    dim: int,
+    alpha: float = 0.0,
+    *,
+    bounds: Bounds = 3.0,
+    max_examples: int = 100,
+    seed: int = 0,
+    hessian: bool = True,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> Counterexample | None:
+    """Search for a point where ``f`` is not ``alpha``-strongly convex; ``None`` if none found.
+
+    Hypothesis draws segments ``[x, y]`` in the box ``bounds`` and ``t`` in ``[0, 1]``; Jensen's
+    inequality is checked at ``t`` and at ``t = 1/4, 1/2, 3/4`` (float64), and, when
+    ``hessian`` and ``f`` is differentiable by torch, ``lambda_min(H_f) >= alpha`` at
+    ``z = t x + (1 - t) y``. Inequalities are tested up to ``atol + rtol * (|f(x)| + |f(y)| +
+    |f(z)|)``. A failure is shrunk and returned as a :class:`Counterexample`. ``+inf`` at an end
+    point satisfies Jensen trivially (extended-valued convex functions); ``+inf`` strictly
+    inside a segment with finite ends, ``-inf`` or NaN anywhere, count as violations.
+    """
+    low, high = _box(bounds, dim)
+    f64 = _as_float64(f)
+    coords = st.tuples(*(st.floats(lo, hi, allow_nan=False, allow_subnormal=False) for lo, hi in zip(low, high)))
+    state = {"hessian": hessian}
+
+    def evaluate(points: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = f64(points)
+        if not isinstance(out, Tensor) or out.shape != (points.shape[0],):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ConformanceError(f"{_name(f)} returned {shape} for input of shape {tuple(points.shape)}: expected ({points.shape[0]},)")
+        return out.to(torch.float64)
+
+    @hypothesis_seed(seed)
+    @_settings(max_examples)
+    @given(x=coords, y=coords, t=st.floats(0.0, 1.0))
+    def probe(x: tuple[float, ...], y: tuple[float, ...], t: float) -> None:
+        xt = torch.tensor(x, dtype=torch.float64)
+        yt = torch.tensor(y, dtype=torch.float64)
+        ts = torch.tensor([t, 0.25, 0.5, 0.75], dtype=torch.float64)
+        zs = ts[:, None] * xt + (1 - ts[:, None]) * yt
+        vals = evaluate(torch.cat([xt[None], yt[None], zs]))
+        fx, fy, fz = vals[0], vals[1], vals[2:]
+        for end, pt in ((fx, x), (fy, y)):
+            if bool(torch.isnan(end)) or float(end) == -math.inf:
+                raise _Violation(Counterexample("value", list(x), list(y), t, list(pt), float(end), math.nan, alpha))
+        if float(fx) == math.inf or float(fy) == math.inf:
+            return  # Jensen holds trivially with an infinite end point
+        gap = 0.5 * alpha * ts * (1 - ts) * float((xt - yt).pow(2).sum())
+        for i, ti in enumerate(ts.tolist()):
+            rhs = ti * fx + (1 - ti) * fy - gap[i]
+            lhs = fz[i]
+            bad_value = bool(torch.isnan(lhs) or torch.isnan(rhs) or lhs == -math.inf or rhs == -math.inf)
+            if not bad_value:
+                if rhs == math.inf:
+                    continue
+                tol = atol + rtol * float(fx.abs() + fy.abs() + (lhs.abs() if torch.isfinite(lhs) else 0))
+                if not lhs > rhs + tol:
+                    continue
+            raise _Violation(Counterexample("jensen", list(x), list(y), ti, zs[i].tolist(), float(lhs), float(rhs), alpha))
+        if state["hessian"] and torch.isfinite(vals).all():
+            h = _row_hessian(f64, zs[:1])
+            if h is None:
+                state["hessian"] = False
+                return
+            eig = torch.linalg.eigvalsh(h[0])
+            tol = atol + rtol * 1e2 * float(eig.abs().max())
+            if not bool(torch.isfinite(eig).all()) or float(eig[0]) < alpha - tol:
+                raise _Violation(Counterexample("hessian", list(x), list(y), t, zs[0].tolist(), float(eig[0]), alpha, alpha))
+
+    try:
+        probe()
+    except _Violation as exc:
+        return exc.counterexample
+    return None
+
+
+def assert_strongly_convex(
+    potential: ConvexFn,
+    alpha: float,
+    dim: int | None = None,
+    *,
+    bounds: Bounds = 3.0,
+    max_examples: int = 100,
+    seed: int = 0,
+    hessian: bool = True,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> None:
+    """Assert ``potential`` is ``alpha``-strongly convex on the box ``bounds``.
+
+    ``potential`` maps ``(n, d)`` to ``(n,)`` row by row (a :class:`PotentialNet`, a potential
+    ``V`` or a kernel ``W``); ``dim`` defaults to ``potential.dim``. Raises
+    :class:`ConvexityError` with a shrunk :class:`Counterexample`; see
+    :func:`find_convexity_counterexample` for the search and the tolerances.
+    """
+    dim = dim if dim is not None else getattr(potential, "dim", None)
+    if dim is None:
+        raise ValueError(f"{_name(potential)} has no attribute 'dim': pass dim=")
+    found = find_convexity_counterexample(
+        potential, dim, alpha, bounds=bounds, max_examples=max_examples, seed=seed, hessian=hessian, rtol=rtol, atol=atol
+    )
+    if found is not None:
+        what = "convex" if not alpha else f"{alpha:g}-strongly convex"
+        raise ConvexityError(f"{_name(potential)} is not {what}: {found.describe('f')}", found)
+
+
+def assert_convex(
+    potential: ConvexFn,
+    dim: int | None = None,
+    *,
+    bounds: Bounds = 3.0,
+    max_examples: int = 100,
+    seed: int = 0,
+    hessian: bool = True,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> None:
+    """Assert ``potential`` is convex on the box ``bounds`` (Jensen along drawn segments, PSD
+    Hessians); raises :class:`ConvexityError` with a shrunk counterexample."""
+    assert_strongly_convex(
+        potential, 0.0, dim, bounds=bounds, max_examples=max_examples, seed=seed, hessian=hessian, rtol=rtol, atol=atol
+    )
+
+
+# --- potential networks -----------------------------------------------------------------
+def _central_gradient(f: Callable[[Tensor], Tensor], x: Tensor, h: float) -> Tensor:
+    """``d/dx_j f(x)`` by central differences, column by column; ``f: (n, d) -> (n, ...)``."""
+    cols = []
+    for j in range(x.shape[1]):
+        e = torch.zeros_like(x)
+        e[:, j] = h
+        cols.append((f(x + e) - f(x - e)) / (2 * h))
+    return torch.stack(cols, dim=-1)
+
+
+def _jensen_gap(net: PotentialNet, x: Tensor, y: Tensor) -> Tensor:
+    """``mean(1/2 u(x) + 1/2 u(y) - u((x + y)/2))``: positive for convex ``u``."""
+    return (0.5 * net(x) + 0.5 * net(y) - net(0.5 * (x + y))).mean()
+
+
+def assert_valid_potential_net(
+    net: PotentialNet | Callable[[], PotentialNet],
+    *,
+    n: int = 8,
+    seed: int = 0,
+    max_examples: int = 30,
+    bounds: float = 2.0,
+    adversarial_steps: int = 3,
+) -> None:
+    """Check a :class:`PotentialNet` against the contract.
+
+    * ``forward``: ``(n, d) -> (n,)``, row by row (a row's value does not depend on the
+      others), float32 and float64, finite; ``copy.deepcopy`` works (the solver warm-starts
+      from copies); ``dim`` matches and ``strong_convexity >= 0``;
+    * ``transport(x) = grad u(x)``: matches central differences of ``u``; with
+      ``create_graph=True`` it is differentiable in ``theta``, with ``False`` detached;
+    * ``hessian``: ``(n, d, d)``, symmetric, matches central differences of ``transport``;
+      ``hvp(x, v) = H_u(x) v``;
+    * ``u`` is ``strong_convexity``-strongly convex (:func:`assert_strongly_convex`);
+    * ``project()`` leaves a valid net unchanged and, after ``adversarial_steps`` Adam steps
+      (lr 1) that *maximize* non-convexity (minimize the Jensen gap), restores
+      ``strong_convexity``-strong convexity.
+
+    ``net`` may be a zero-argument factory.
+    """
+    if not isinstance(net, PotentialNet) and callable(net):
+        net = net()
+    what = f"potential net {type(net).__name__}"
+    if not isinstance(net, PotentialNet):
+        _fail(what, f"got {type(net).__name__}; expected a jkoflow.PotentialNet subclass")
+    d = getattr(net, "dim", None)
+    if not (isinstance(d, int) and d >= 1):
+        _fail(what, f"attribute dim={d!r}: expected a positive int")
+    alpha = float(getattr(net, "strong_convexity", 0.0))
+    if not alpha >= 0:
+        _fail(what, f"strong_convexity={alpha}: expected >= 0")
+    try:
+        net64 = copy.deepcopy(net).double()
+    except Exception as exc:  # noqa: BLE001
+        _fail(what, f"copy.deepcopy failed ({type(exc).__name__}: {exc}); the solver warm-starts from copies")
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+
+    # forward
+    with torch.no_grad():
+        u = net64(x)
+    if not isinstance(u, Tensor) or u.shape != (n,):
+        _fail(what, f"forward returned {getattr(u, 'shape', type(u))} for x of shape {(n, d)}: expected ({n},)")
+    if u.dtype != torch.float64 or not torch.isfinite(u).all():
+        _fail(what, f"forward in float64 returned dtype {u.dtype}, finite={bool(torch.isfinite(u).all())}")
+    with torch.no_grad():
+        u_rows = torch.cat([net64(x[i : i + 1]) for i in range(n)])
+        u32 = copy.deepcopy(net).float()(x.float())
+    ok, err = _close(u_rows, u, 1e-10, 1e-10)
+    if not ok:
+        _fail(what, f"u(x_i) depends on the other rows of the batch (max difference {err:.3g}); u must act row by row")
+    if u32.dtype != torch.float32:
+        _fail(what, f"forward on float32 input returned dtype {u32.dtype}: expected float32")
+    ok, err = _close(u32.double(), u, 1e-4, 1e-4)
+    if not ok:
+        _fail(what, f"float32 and float64 forward differ by {err:.3g}")
+
+    # transport
+    h = 1e-5
+    t_plain = net64.transport(x, create_graph=False)
+    if t_plain.shape != (n, d) or t_plain.requires_grad:
+        _fail(what, f"transport(x, create_graph=False) has shape {tuple(t_plain.shape)}, requires_grad={t_plain.requires_grad}: expected ({n}, {d}) and detached")
+    with torch.no_grad():
+        t_fd = _central_gradient(net64, x, h)
+    ok, err = _close(t_plain, t_fd, 1e-5, 1e-6)
+    if not ok:
+        _fail(what, f"transport(x) differs from central differences of u by {err:.3g}: T must be grad u")
+    t_graph = net64.transport(x, create_graph=True)
+    params = [p for p in net64.parameters() if p.requires_grad]
+    if params:
+        if not t_graph.requires_grad:
+            _fail(what, "transport(x, create_graph=True) is not differentiable in the parameters")
+        grads = torch.autograd.grad(t_graph.pow(2).sum(), params, allow_unused=True)
+        if all(g is None or not torch.any(g != 0) for g in grads):
+            _fail(what, "transport(x, create_graph=True) has zero gradient in every parameter")
+
+    # hessian and hvp
+    hess = net64.hessian(x, create_graph=False)
+    if hess.shape != (n, d, d) or hess.requires_grad:
+        _fail(what, f"hessian(x, create_graph=False) has shape {tuple(hess.shape)}, requires_grad={hess.requires_grad}: expected ({n}, {d}, {d}), detached")
+    ok, err = _close(hess, hess.transpose(1, 2), 1e-8, 1e-8)
+    if not ok:
+        _fail(what, f"hessian is not symmetric (max |H - H^T| = {err:.3g})")
+    h_fd = _central_gradient(lambda z: net64.transport(z, create_graph=False), x, h)
+    ok, err = _close(hess, h_fd, 1e-4, 1e-5)
+    if not ok:
+        _fail(what, f"hessian differs from central differences of transport by {err:.3g}")
+    if params and not net64.hessian(x, create_graph=True).requires_grad:
+        _fail(what, "hessian(x, create_graph=True) is not differentiable in the parameters")
+    v = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    hv = net64.hvp(x, v, create_graph=False)
+    ok, err = _close(hv.detach(), torch.einsum("nij,nj->ni", hess, v), 1e-8, 1e-8)
+    if not ok:
+        _fail(what, f"hvp(x, v) differs from hessian(x) @ v by {err:.3g}")
+
+    # convexity, as built
+    try:
+        assert_strongly_convex(net64, alpha, d, bounds=bounds, max_examples=max_examples, seed=seed)
+    except ConvexityError as exc:
+        raise ConvexityError(f"{what}: {exc}", exc.counterexample) from None
+
+    # project(): harmless on a valid net, restores convexity after an adversarial step
+    with torch.no_grad():
+        before = net64(x)
+    net64.project()
+    with torch.no_grad():
+        ok, err = _close(net64(x), before, 1e-12, 1e-12)
+    if not ok:
+        _fail(what, f"project() changed a valid (convex) net: u moved by {err:.3g}")
+    adv = copy.deepcopy(net64)
+    optimizer = torch.optim.Adam(adv.parameters(), lr=1.0)
+    for _ in range(adversarial_steps):
+        a = bounds * (2 * torch.rand(64, d, generator=gen, dtype=torch.float64) - 1)
+        b = bounds * (2 * torch.rand(64, d, generator=gen, dtype=torch.float64) - 1)
+        optimizer.zero_grad()
+        _jensen_gap(adv, a, b).backward()
+        optimizer.step()
+    adv.project()
+    try:
+        assert_strongly_convex(adv, alpha, d, bounds=bounds, max_examples=max_examples, seed=seed + 1)
+    except ConvexityError as exc:
+        raise ConvexityError(
+            f"{what}: project() did not restore convexity after {adversarial_steps} adversarial Adam steps: {exc}",
+            exc.counterexample,
+        ) from None
+
+
+# --- functionals ------------------------------------------------------------------------
+@attrs.define
+class _AffineStep:
+    """The JKO map ``T_theta(x) = x + theta (B x + c)`` of ``u_theta(x) = |x|^2/2 +
+    theta (x^T B x / 2 + c . x)`` (``B`` symmetric): ``H_u = I + theta B`` and
+    ``log det H_u = log det(I + theta B)`` exactly, the same at every particle."""
+
+    b: Tensor
+    c: Tensor
+
+    def push(self, x: Tensor, theta: Tensor) -> Tensor:
+        return x + theta * (x @ self.b + self.c)
+
+    def logdet(self, theta: Tensor) -> Tensor:
+        eye = torch.eye(self.b.shape[0], dtype=self.b.dtype)
+        return torch.linalg.slogdet(eye + theta * self.b)[1]
+
+
+def _gaussian_cloud(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``x ~ N(m, s^2 I)`` with its exact log-density."""
+    m = 0.5 * torch.randn(dim, generator=gen, dtype=torch.float64)
+    s = 0.8
+    z = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    x = m + s * z
+    log_rho = -0.5 * z.pow(2).sum(-1) - dim * (math.log(s) + 0.5 * math.log(2 * math.pi))
+    return x.to(dtype), log_rho.to(dtype)
+
+
+def assert_valid_functional(
+    functional: Functional | Callable[[], Functional],
+    *,
+    dim: int = 2,
+    n: int = 16,
+    seed: int = 0,
+    directions: int = 3,
+    thetas: Sequence[float] = (0.0, 0.3),
+    eps: float = 1e-5,
+    rtol: float = 1e-4,
+    atol: float = 1e-7,
+) -> None:
+    """Check a :class:`Functional`: its inner objective's ``theta``-gradient must equal the
+    derivative of ``F`` along the transport.
+
+    Particles ``x_i ~ N(m, s^2 I)`` carry their exact log-density ``l_i``. For ``directions``
+    random symmetric ``B`` (``|B| <= 1/2``) and vectors ``c``, the map
+    ``T_theta(x) = x + theta (B x + c)`` is the gradient of the convex
+    ``u_theta = |x|^2/2 + theta (x^T B x/2 + c.x)``, with exact ``log det H_u = log det(I + theta B)``.
+    At each ``theta`` in ``thetas``,
+
+        d/dtheta inner_objective(StepContext(x, T_theta(x), tau, logdet, log_density))
+
+    (autograd) must match the central difference in ``theta`` of
+    ``F.value(T_theta(x), l - log det H_u)`` within ``rtol`` (relative) + ``atol * (1 + |F|)``.
+    ``F.start(x0, l0)`` is called first (as the solver does) with a separate Gaussian cloud as
+    ``rho_0``. The context carries ``logdet`` / ``log_density`` only if ``F.needs`` declares them, so an
+    undeclared need fails here, not in a user's run. Also checked: ``needs`` is a set of
+    :class:`Need`, the objective is a finite 0-dim tensor of the particles' dtype (float32 and
+    float64), and ``ctx.x`` is not modified.
+    """
+    if not isinstance(functional, Functional) and callable(functional):
+        functional = functional()
+    what = f"functional {functional!r}"
+    if not isinstance(functional, Functional):
+        _fail(what, f"got {type(functional).__name__}; expected a jkoflow.Functional")
+    needs = functional.needs
+    if not isinstance(needs, frozenset) or not all(isinstance(k, Need) for k in needs):
+        _fail(what, f"needs={needs!r}: expected a frozenset of jkoflow.Need")
+    gen = torch.Generator().manual_seed(seed)
+    start = getattr(functional, "start", None)
+
+    def begin(dtype: torch.dtype) -> None:
+        """Hand ``rho_0`` (a cloud of its own, so ``rho_t != rho_0``) to ``start()``."""
+        if callable(start):
+            x0, log_rho0 = _gaussian_cloud(n, dim, gen, dtype)
+            start(x0, log_rho0)
+
+    def context(x: Tensor, y: Tensor, logdet: Tensor, log_rho: Tensor) -> StepContext:
+        ld = LogDet(value=logdet.detach(), surrogate=logdet) if Need.LOGDET in needs else None
+        return StepContext(x=x, y=y, tau=0.1, logdet=ld, log_density=log_rho if Need.LOG_DENSITY in needs else None)
+
+    # dtype handling, in float32 and float64, at the identity map
+    for dtype in (torch.float32, torch.float64):
+        begin(dtype)
+        x, log_rho = _gaussian_cloud(n, dim, gen, dtype)
+        x_before = x.clone()
+        theta = torch.zeros((), dtype=dtype, requires_grad=True)
+        y = x + theta * x
+        logdet = torch.zeros(n, dtype=dtype) + 0 * theta
+        with _seeded(seed):
+            obj = functional.inner_objective(context(x, y, logdet, log_rho))
+        if not isinstance(obj, Tensor) or obj.ndim != 0:
+            _fail(what, f"inner_objective returned {getattr(obj, 'shape', type(obj))}: expected a 0-dim tensor")
+        if obj.dtype != dtype or not torch.isfinite(obj):
+            _fail(what, f"inner_objective on {dtype} particles returned {obj.item()} of dtype {obj.dtype}: expected a finite {dtype}")
+        if not torch.equal(x, x_before):
+            _fail(what, "inner_objective modified ctx.x in place")
+        value = functional.value(x, log_rho)
+        if value is not None and not math.isfinite(value):
+            _fail(what, f"value(x, log_density) = {value} on {dtype} particles: expected a finite float")
+
+    # gradient against finite differences of the value along T_theta
+    begin(torch.float64)
+    x, log_rho = _gaussian_cloud(n, dim, gen, torch.float64)
+    if functional.value(x, log_rho) is None:
+        _fail(what, "value(x, log_density) returned None with both given: cannot check inner_objective against F")
+    for k in range(directions):
+        g = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+        b = 0.5 * (g + g.T)
+        b = 0.5 * b / max(float(torch.linalg.matrix_norm(b, ord=2)), 1e-12)
+        step = _AffineStep(b, 0.5 * torch.randn(dim, generator=gen, dtype=torch.float64))
+
+        def f_value(th: float) -> float:
+            t = torch.tensor(th, dtype=torch.float64)
+            out = functional.value(step.push(x, t), log_rho - step.logdet(t))
+            assert out is not None
+            return float(out)
+
+        for th in thetas:
+            theta = torch.tensor(float(th), dtype=torch.float64, requires_grad=True)
+            y = step.push(x, theta)
+            logdet = step.logdet(theta).expand(n)
+            with _seeded(seed):
+                obj = functional.inner_objective(context(x, y, logdet, log_rho))
+            (grad,) = torch.autograd.grad(obj, theta, allow_unused=True)
+            auto = 0.0 if grad is None else float(grad)
+            with _seeded(seed):
+                fd = (f_value(th + eps) - f_value(th - eps)) / (2 * eps)
+            scale = 1.0 + abs(f_value(th))
+            if not abs(auto - fd) <= rtol * max(abs(auto), abs(fd)) + atol * scale:
+                _fail(
+                    what,
+                    f"d/dtheta inner_objective = {auto:.9g} but d/dtheta F((grad u_theta)#rho) = {fd:.9g} "
+                    f"(central difference of value(), eps={eps:g}) for the map T(x) = x + theta (B x + c), "
+                    f"direction {k}, theta={th:g}, d={dim}, n={n}: the surrogate's gradient is not F's",
+                )
+
+
+# --- log-determinant estimators ---------------------------------------------------------
+class _Concave(PotentialNet):
+    """``u(x) = -|x|^2 / 2 + 0 * w``: ``H_u = -I`` (an estimator must refuse it)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.w = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -0.5 * x.pow(2).sum(-1) + self.w * x.sum(-1)
+
+    def reset_parameters(self) -> None:
+        """Nothing to reset."""
+
+
+def assert_valid_logdet_estimator(
+    estimator: LogDetEstimator | Callable[[], LogDetEstimator],
+    *,
+    dim: int = 3,
+    n: int = 64,
+    seed: int = 0,
+    value_tol: float = 0.1,
+    grad_rtol: float = 0.25,
+    check_indefinite: bool = True,
+) -> None:
+    """Check a :class:`LogDetEstimator` on a random convex potential with a closed-form Hessian
+    (:func:`jkoflow.testing.strategies.random_convex_potential`, eigenvalues spread over a
+    factor ~10 and more).
+
+    * returns a :class:`LogDet` with ``value`` ``(n,)``, detached, finite, of ``x``'s dtype, and a
+      ``surrogate`` ``(n,)`` differentiable in ``theta`` (``grad=True``); parameters' ``.grad``
+      are left untouched;
+    * bias: ``|mean_i (value_i - log det H(x_i))| <= value_tol * (1 + mean_i |log det H(x_i)|)``;
+    * gradient: the ``theta``-gradient of ``sum_i surrogate_i`` is within ``grad_rtol``
+      (relative, Euclidean norm over all parameters) of the exact gradient of
+      ``sum_i log det H(x_i)``, computed by autograd through the closed-form Hessian;
+    * ``grad=False`` gives a finite, detached ``value``;
+    * an indefinite Hessian (``u = -|x|^2/2``) raises :class:`LogDetError`.
+
+    Stochastic estimators are run seeded; the default tolerances admit Monte Carlo error of a
+    reasonable budget averaged over ``n`` particles and are met to ~1e-10 by exact estimators.
+    """
+    if not isinstance(estimator, LogDetEstimator) and callable(estimator):
+        estimator = estimator()
+    what = f"log-det estimator {type(estimator).__name__}"
+    if not isinstance(estimator, LogDetEstimator):
+        _fail(what, f"got {type(estimator).__name__}; expected a jkoflow.LogDetEstimator")
+    potential = random_convex_potential(dim, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = 0.8 * torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    params = list(potential.parameters())
+
+    with _seeded(seed):
+        out = estimator(potential, x, grad=True)
+    if not isinstance(out, LogDet):
+        _fail(what, f"returned {type(out).__name__}: expected jkoflow.LogDet(value, surrogate)")
+    if out.value.shape != (n,) or out.surrogate.shape != (n,):
+        _fail(what, f"value {tuple(out.value.shape)}, surrogate {tuple(out.surrogate.shape)}: expected ({n},) each")
+    if out.value.requires_grad:
+        _fail(what, "value requires grad: expected a detached estimate")
+    if out.value.dtype != x.dtype or not torch.isfinite(out.value).all():
+        _fail(what, f"value has dtype {out.value.dtype}, finite={bool(torch.isfinite(out.value).all())}: expected finite {x.dtype}")
+    if not out.surrogate.requires_grad:
+        _fail(what, "surrogate (grad=True) is not differentiable in the potential's parameters")
+    if any(p.grad is not None for p in params):
+        _fail(what, "the estimator wrote parameter .grad (it must build a graph, not call backward)")
+
+    with torch.enable_grad():
+        exact = torch.linalg.slogdet(potential.hessian_exact(x))[1]
+        exact_grad = torch.autograd.grad(exact.sum(), params, allow_unused=True)
+    exact = exact.detach()
+    bias = float((out.value - exact).mean())
+    allowed = value_tol * (1 + float(exact.abs().mean()))
+    if not abs(bias) <= allowed:
+        _fail(
+            what,
+            f"mean error of value is {bias:.4g} (> {allowed:.3g}) against the exact log det H_u "
+            f"(mean {float(exact.mean()):.4g}, d={dim}, n={n}); max per-particle error {float((out.value - exact).abs().max()):.3g}",
+        )
+    est_grad = torch.autograd.grad(out.surrogate.sum(), params, allow_unused=True)
+    flat = lambda gs: torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)])  # noqa: E731
+    ge, gx = flat(est_grad), flat(exact_grad)  # the center does not enter H: zero
+    rel = float((ge - gx).norm() / gx.norm())
+    if not rel <= grad_rtol:
+        cos = float(torch.dot(ge, gx) / (ge.norm() * gx.norm() + 1e-300))
+        _fail(
+            what,
+            f"theta-gradient of sum(surrogate) is off by {rel:.3g} (relative, > {grad_rtol}) from the exact "
+            f"gradient of sum log det H_u (cosine {cos:.3f}, d={dim}, n={n})",
+        )
+
+    with _seeded(seed):
+        plain = estimator(potential, x, grad=False)
+    if plain.value.shape != (n,) or plain.value.requires_grad or not torch.isfinite(plain.value).all():
+        _fail(what, "grad=False: expected a finite, detached value of shape (n,)")
+
+    if check_indefinite:
+        try:
+            with _seeded(seed):
+                bad = estimator(_Concave(dim), x, grad=False)
+        except LogDetError:
+            pass
+        else:
+            _fail(
+                what,
+                f"H_u = -I (u = -|x|^2/2) gave value {bad.value[:3].tolist()}... instead of raising "
+                "jkoflow.LogDetError: a non-convex u must not silently feed log-densities",
+            )
+
+
+# --- divergences ------------------------------------------------------------------------
+def assert_valid_divergence(
+    divergence: Divergence | Callable[[], Divergence],
+    *,
+    dim: int = 2,
+    max_size: int = 8,
+    max_examples: int = 15,
+    seed: int = 0,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    check_weights: bool = True,
+) -> None:
+    """Check a :class:`Divergence` on hypothesis-drawn clouds (``n, m <= max_size``, scales
+    0.1-10, near-degenerate ones included):
+
+    * ``D(x, y)`` is a finite 0-dim tensor of the inputs' dtype (float32 and float64);
+    * non-negative and ``D(x, x) = 0`` up to ``atol * max(1, R^2)`` (``R`` the largest
+      coordinate, so the tolerance follows the scale of squared-distance divergences);
+    * ``D(x, y) = D(y, x)`` when ``symmetric`` is declared;
+    * finite on single points, on clouds with duplicated points, and on identical clouds,
+      with a finite gradient in ``x``;
+    * weights: explicit uniform weights change nothing, and a point listed twice weighs as one
+      point of double weight (``D`` depends on the measures only).
+    """
+    if not isinstance(divergence, Divergence) and callable(divergence):
+        divergence = divergence()
+    what = f"divergence {type(divergence).__name__}"
+    if not isinstance(divergence, Divergence):
+        _fail(what, f"got {type(divergence).__name__}; expected a jkoflow.Divergence")
+
+    def call(x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None, *, grad: bool = False) -> Tensor:
+        x = x.detach().clone().requires_grad_(grad)
+        with _seeded(seed):
+            val = divergence(x, y, a, b)
+        if not isinstance(val, Tensor) or val.ndim != 0:
+            _fail(what, f"returned {getattr(val, 'shape', type(val))} for clouds {tuple(x.shape)}, {tuple(y.shape)}: expected a 0-dim tensor")
+        if val.dtype != x.dtype:
+            _fail(what, f"returned dtype {val.dtype} for {x.dtype} inputs")
+        if not torch.isfinite(val):
+            _fail(what, f"D = {val.item()} (not finite) for clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}:\nx={x.tolist()}\ny={y.tolist()}")
+        if grad:
+            (g,) = torch.autograd.grad(val, x, allow_unused=True)
+            if g is not None and not torch.isfinite(g).all():
+                _fail(what, f"gradient in x is not finite for x={x.tolist()}, y={y.tolist()}")
+        return val.detach()
+
+    def tol(*clouds_: Tensor) -> float:
+        r = max(float(c.abs().max()) for c in clouds_)
+        return atol * max(1.0, r * r)
+
+    cloud = clouds(dim, min_size=1, max_size=max_size, scales=(0.1, 10.0))
+
+    @hypothesis_seed(seed)
+    @_settings(max_examples)
+    @given(x=cloud, y=cloud)
+    def probe(x: Tensor, y: Tensor) -> None:
+        dxy = call(x, y, grad=True)
+        eps = tol(x, y)
+        if float(dxy) < -eps:
+            _fail(what, f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g})\nx={x.tolist()}\ny={y.tolist()}")
+        dxx = call(x, x, grad=True)
+        if abs(float(dxx)) > tol(x):
+            _fail(what, f"D(x, x) = {float(dxx):.6g}, expected 0 (tolerance {tol(x):.2g})\nx={x.tolist()}")
+        if divergence.symmetric:
+            dyx = call(y, x)
+            if abs(float(dxy - dyx)) > eps + rtol * abs(float(dxy)):
+                _fail(what, f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g}\nx={x.tolist()}\ny={y.tolist()}")
+        if check_weights:
+            n, m = x.shape[0], y.shape[0]
+            a = torch.full((n,), 1.0 / n, dtype=x.dtype)
+            b = torch.full((m,), 1.0 / m, dtype=x.dtype)
+            d_ab = call(x, y, a, b)
+            if abs(float(d_ab - dxy)) > eps + rtol * abs(float(dxy)):
+                _fail(what, f"explicit uniform weights give {float(d_ab):.9g}, default weights {float(dxy):.9g}")
+            x_dup = torch.cat([x, x[:1]])
+            a_merged = a * n / (n + 1)
+            a_merged[0] *= 2
+            d_dup, d_merged = call(x_dup, y), call(x, y, a_merged, b)
+            if abs(float(d_dup - d_merged)) > eps + rtol * abs(float(d_dup)):
+                _fail(
+                    what,
+                    f"x with its first point listed twice gives {float(d_dup):.9g} but x with that point's weight "
+                    f"doubled gives {float(d_merged):.9g}: D must depend on the measures only\nx={x.tolist()}\ny={y.tolist()}",
+                )
+
+    # the edge cases first (cheap, and where divergences break): single points, identical
+    # and duplicated clouds, float32
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, dim, generator=gen, dtype=torch.float64)
+    y = torch.randn(4, dim, generator=gen, dtype=torch.float64)
+    call(x[:1], y[:1], grad=True)
+    call(x[:1], x[:1], grad=True)
+    call(torch.cat([x, x]), x, grad=True)
+    call(x.float(), y.float())
+    probe()
+
+
+# --- the remaining registry kinds -------------------------------------------------------
+def assert_valid_potential_fn(V: Callable[[Tensor], Tensor], *, dim: int = 2, n: int = 8, seed: int = 0) -> None:
+    """A potential ``V`` maps ``(n, d) -> (n,)`` row by row, keeps the dtype, is finite and
+    differentiable by torch (the inner objective is ``mean_i V(grad u(x_i))``)."""
+    _check_rowwise(V, f"potential V {_name(V)}", (dim,), n, seed)
+
+
+def assert_valid_kernel(W: Callable[[Tensor], Tensor], *, dim: int = 2, n: int = 5, seed: int = 0) -> None:
+    """A kernel ``W`` maps differences ``(..., d) -> (...)`` (the interaction energy calls it
+    on ``(n, n, d)``), keeps the dtype, is finite off ``z = 0`` and differentiable."""
+    what = f"kernel W {_name(W)}"
+    _check_rowwise(W, what, (dim,), n, seed)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, n, dim, generator=gen, dtype=torch.float64)
+    out = W(z)
+    if not isinstance(out, Tensor) or out.shape != (n, n):
+        _fail(what, f"W on differences of shape {(n, n, dim)} returned {getattr(out, 'shape', type(out))}: expected {(n, n)}")
+    ok, err = _close(out, W(z.reshape(n * n, dim)).reshape(n, n), 1e-12, 1e-12)
+    if not ok:
+        _fail(what, f"W on (n, n, d) differs from W on the flattened (n*n, d) differences by {err:.3g}")
+
+
+def _check_rowwise(fn: Callable[[Tensor], Tensor], what: str, shape: tuple[int, ...], n: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(n, *shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(True)
+        out = fn(x)
+        if not isinstance(out, Tensor) or out.shape != (n,):
+            _fail(what, f"input of shape {tuple(x.shape)} gave {getattr(out, 'shape', type(out))}: expected ({n},)")
+        if out.dtype != dtype or not torch.isfinite(out).all():
+            _fail(what, f"{dtype} input gave dtype {out.dtype}, finite={bool(torch.isfinite(out).all())}")
+        if not out.requires_grad:
+            _fail(what, "output is not differentiable by torch (the inner objective needs gradients)")
+        (g,) = torch.autograd.grad(out.sum(), x)
+        if not torch.isfinite(g).all():
+            _fail(what, "gradient is not finite")
+        with torch.no_grad():
+            rows = torch.cat([fn(x[i : i + 1]) for i in range(n)])
+        ok, err = _close(rows, out.detach(), 1e-5, 1e-6)
+        if not ok:
+            _fail(what, f"a row's value depends on the other rows (max difference {err:.3g})")
+
+
+def assert_valid_internal_fn(fn: Any, *, eps: float = 1e-6) -> None:
+    """An internal-energy density ``f`` (``F = int f(rho)``) supplies ``f_over_r(s) = f(r)/r`` and
+    ``pressure_over_r(s) = P(r)/r = f'(r) - f(r)/r`` in ``s = log r``. Since
+    ``d/ds [f(e^s) e^-s] = P(e^s) e^-s``, the second must be the derivative of the first (central
+    differences on ``s in [-3, 3]``), and ``f`` must be convex in ``r`` (non-decreasing slopes
+    of ``r -> r f_over_r(log r)`` on that grid)."""
+    what = f"internal_fn {type(fn).__name__}"
+    for attr in ("f_over_r", "pressure_over_r"):
+        if not callable(getattr(fn, attr, None)):
+            _fail(what, f"has no method {attr}(log_r)")
+    s = torch.linspace(-3.0, 3.0, 25, dtype=torch.float64)
+    g = fn.f_over_r(s)
+    p = fn.pressure_over_r(s)
+    if g.shape != s.shape or p.shape != s.shape or not (torch.isfinite(g).all() and torch.isfinite(p).all()):
+        _fail(what, "f_over_r / pressure_over_r must map (m,) log-densities to finite (m,) values")
+    fd = (fn.f_over_r(s + eps) - fn.f_over_r(s - eps)) / (2 * eps)
+    ok, err = _close(p, fd, 1e-5, 1e-7)
+    if not ok:
+        _fail(what, f"pressure_over_r differs from d/ds f_over_r(s) by {err:.3g}: expected P(r)/r = f'(r) - f(r)/r")
+    r = torch.exp(s)
+    slopes = (r[1:] * g[1:] - r[:-1] * g[:-1]) / (r[1:] - r[:-1])
+    if not bool((slopes[1:] - slopes[:-1] >= -1e-9 * (1 + slopes.abs().max())).all()):
+        _fail(what, "f(r) = r * f_over_r(log r) is not convex in r on r in [e^-3, e^3]")
+
+
+def assert_valid_sampler(sampler: Any, *, n: int = 16, seed: int = 0) -> None:
+    """A sampler returns ``(x (n, d), log_rho0 (n,) | None)``, finite, reproducible from the
+    ``torch.Generator`` it is given, with ``d = sampler.dim``."""
+    what = f"sampler {type(sampler).__name__}"
+    out1 = sampler.sample(n, torch.Generator().manual_seed(seed))
+    out2 = sampler.sample(n, torch.Generator().manual_seed(seed))
+    if not (isinstance(out1, tuple) and len(out1) == 2):
+        _fail(what, f"sample() returned {type(out1).__name__}: expected a tuple (x, log_rho0 or None)")
+    x, lr = out1
+    d = getattr(sampler, "dim", None)
+    if not isinstance(x, Tensor) or x.shape != (n, d) or not torch.isfinite(x).all():
+        _fail(what, f"x has shape {getattr(x, 'shape', None)}: expected finite ({n}, {d})")
+    if lr is not None and (lr.shape != (n,) or not torch.isfinite(lr).all()):
+        _fail(what, f"log_rho0 has shape {tuple(lr.shape)}: expected finite ({n},)")
+    if not torch.equal(x, out2[0]):
+        _fail(what, "two draws from equally seeded generators differ: use the generator argument for randomness")
+
+
+def factory_parameters(factory: Callable[..., Any]) -> list[str]:
+    """Required parameters of a registry factory other than the injected ``dim``/``registry``."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    return [
+        name
+        for name, p in sig.parameters.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in ("dim", "registry")
+    ]
+
+
+__all__ = [
+    "ConformanceError",
+    "ConvexityError",
+    "Counterexample",
+    "assert_convex",
+    "assert_strongly_convex",
+    "assert_valid_divergence",
+    "assert_valid_functional",
+    "assert_valid_internal_fn",
+    "assert_valid_kernel",
+    "assert_valid_logdet_estimator",
+    "assert_valid_potential_fn",
+    "assert_valid_potential_net",
+    "assert_valid_sampler",
+    "factory_parameters",
+    "find_convexity_counterexample",
+]

@@ -1,0 +1,135 @@
+"""Conformance suites over every registered plugin (what ``pytest --jkoflow-conformance`` runs).
+
+For every entry of the registry, :func:`cases` yields one :class:`Case` per set of factory
+parameters: the entry is built and handed to the matching ``assert_valid_*`` check of
+:mod:`jkoflow.testing.checks`. A factory is built with its defaults (plus ``dim`` and
+``registry`` where it takes them); a plugin whose factory needs more can list parameter sets
+in a ``jkoflow_conformance_params`` attribute on the factory, e.g.::
+
+    def my_divergence_term(reference: str, blur: float = 0.1): ...
+    my_divergence_term.jkoflow_conformance_params = [{"reference": "gaussian", "dim": 2}]
+
+A ``dim`` key sets the dimension of the check (and is passed to factories that take ``dim``).
+Entries that need parameters and list none are skipped, with the reason. Problems are not
+checked here (each has its own exact-solution tests).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from jkoflow.registry import Registry, default_registry
+
+from . import checks
+
+CONFORMANCE_ATTR = "jkoflow_conformance_params"
+"""Factory attribute listing parameter sets for the conformance suite."""
+
+DIMS: dict[str, tuple[int, ...]] = {
+    "net": (1, 3),
+    "functional": (1, 2),
+    "logdet": (3,),
+    "divergence": (2,),
+    "potential_fn": (2,),
+    "kernel": (2,),
+    "internal_fn": (1,),
+    "sampler": (2,),
+}
+"""Default dimensions each kind is checked in (small: the suite must stay cheap)."""
+
+
+@attrs.define(frozen=True)
+class Case:
+    """One conformance check: ``run()`` raises :class:`checks.ConformanceError` on failure;
+    ``skip`` is a reason when the entry cannot be built without parameters."""
+
+    kind: str
+    name: str
+    provider: str
+    params: dict[str, Any]
+    dim: int
+    run: Callable[[], None]
+    skip: str | None = None
+
+    @property
+    def id(self) -> str:
+        extra = ",".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.kind}::{self.name}[d={self.dim}{',' + extra if extra else ''}]"
+
+
+def _build(factory: Callable[..., Any], params: Mapping[str, Any], dim: int, registry: Registry) -> Any:
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    injected = {k: v for k, v in {"dim": dim, "registry": registry}.items() if k in accepted}
+    return factory(**params, **injected)
+
+
+def _runner(kind: str, factory: Callable[..., Any], params: dict[str, Any], dim: int, registry: Registry) -> Callable[[], None]:
+    def run() -> None:
+        obj = _build(factory, params, dim, registry)
+        if kind == "net":
+            checks.assert_valid_potential_net(obj, n=6, max_examples=20)
+        elif kind == "functional":
+            checks.assert_valid_functional(obj, dim=dim)
+        elif kind == "logdet":
+            checks.assert_valid_logdet_estimator(obj, dim=dim)
+        elif kind == "divergence":
+            checks.assert_valid_divergence(obj, dim=dim)
+        elif kind == "potential_fn":
+            checks.assert_valid_potential_fn(obj, dim=dim)
+        elif kind == "kernel":
+            checks.assert_valid_kernel(obj, dim=dim)
+        elif kind == "internal_fn":
+            checks.assert_valid_internal_fn(obj)
+        elif kind == "sampler":
+            checks.assert_valid_sampler(obj)
+        else:  # pragma: no cover - DIMS lists the kinds
+            raise ValueError(f"no conformance check for kind {kind!r}")
+
+    return run
+
+
+def cases(registry: Registry | None = None, kinds: tuple[str, ...] | None = None) -> Iterator[Case]:
+    """Every conformance case of every entry of ``registry`` (default: the process-wide one)."""
+    registry = registry or default_registry()
+    for kind, dims in DIMS.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        for name in registry.names(kind):
+            entry = registry.entry(kind, name)
+            declared = getattr(entry.factory, CONFORMANCE_ATTR, None)
+            param_sets = [dict(p) for p in declared] if declared else [{}]
+            for params in param_sets:
+                dim_list = (params.pop("dim"),) if "dim" in params else dims
+                missing = [] if declared else checks.factory_parameters(entry.factory)
+                skip = (
+                    f"{kind} {name!r} needs parameters {missing} and its factory lists no "
+                    f"{CONFORMANCE_ATTR}" if missing else None
+                )
+                for dim in dim_list:
+                    yield Case(kind, name, entry.provider, params, int(dim), _runner(kind, entry.factory, params, int(dim), registry), skip)
+
+
+def run_all(registry: Registry | None = None) -> dict[str, str]:
+    """Run every case; ``{case id: "ok" | "skipped: ..." | "FAILED: ..."}`` (for scripts)."""
+    results: dict[str, str] = {}
+    for case in cases(registry):
+        if case.skip:
+            results[case.id] = f"skipped: {case.skip}"
+            continue
+        try:
+            case.run()
+        except Exception as exc:  # noqa: BLE001 - a report, not a test
+            results[case.id] = f"FAILED: {type(exc).__name__}: {exc}"
+        else:
+            results[case.id] = "ok"
+    return results
+
+
+__all__ = ["CONFORMANCE_ATTR", "Case", "DIMS", "cases", "run_all"]
