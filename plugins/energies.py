@@ -166,7 +166,11 @@ class ConvexityWarning(UserWarning):
 
 
 def _fn_label(spec: Any, fn: Any) -> str:
-    return spec if isinstance(spec, str) else getattr(fn, "__name__", type(fn).__name__)
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping) and isinstance(spec.get("kind"), str):
+        return spec["kind"]
+    return getattr(fn, "__name__", type(fn).__name__)
 
 
 class _ConvexityCheck:

@@ -117,6 +117,31 @@ def _settings(max_examples: int) -> settings:
     )
 
 
+def _inside_hypothesis() -> bool:
+    """Whether we run inside a hypothesis test: nested ``@given`` is refused there, so the
+    checks fall back to a seeded random search (the outer test does the shrinking)."""
+    from hypothesis.control import currently_in_test_context
+
+    return bool(currently_in_test_context())
+
+
+def _run_property(
+    probe: Callable[..., None],
+    strategies: dict[str, st.SearchStrategy[Any]],
+    fallback: Callable[[np.random.Generator], dict[str, Any]],
+    max_examples: int,
+    seed: int,
+) -> None:
+    """Run ``probe(**example)`` on hypothesis-drawn, shrunk examples; inside another
+    hypothesis test, on ``max_examples`` examples from ``fallback(rng)`` instead."""
+    if _inside_hypothesis():
+        rng = np.random.default_rng(seed)
+        for _ in range(max_examples):
+            probe(**fallback(rng))
+        return
+    hypothesis_seed(seed)(_settings(max_examples)(given(**strategies)(probe)))()
+
+
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Seed torch inside, restoring the caller's RNG state afterwards."""
@@ -214,9 +239,6 @@ def find_convexity_counterexample(
             raise ConformanceError(f"{_name(f)} returned {shape} for input of shape {tuple(points.shape)}: expected ({points.shape[0]},)")
         return out.to(torch.float64)
 
-    @hypothesis_seed(seed)
-    @_settings(max_examples)
-    @given(x=coords, y=coords, t=st.floats(0.0, 1.0))
     def probe(x: tuple[float, ...], y: tuple[float, ...], t: float) -> None:
         xt = torch.tensor(x, dtype=torch.float64)
         yt = torch.tensor(y, dtype=torch.float64)
@@ -251,8 +273,11 @@ def find_convexity_counterexample(
             if not bool(torch.isfinite(eig).all()) or float(eig[0]) < alpha - tol:
                 raise _Violation(Counterexample("hessian", list(x), list(y), t, zs[0].tolist(), float(eig[0]), alpha, alpha))
 
+    def fallback(rng: np.random.Generator) -> dict[str, Any]:
+        return {"x": tuple(rng.uniform(low, high)), "y": tuple(rng.uniform(low, high)), "t": float(rng.uniform())}
+
     try:
-        probe()
+        _run_property(probe, {"x": coords, "y": coords, "t": st.floats(0.0, 1.0)}, fallback, max_examples, seed)
     except _Violation as exc:
         return exc.counterexample
     return None
@@ -754,9 +779,6 @@ def assert_valid_divergence(
 
     cloud = clouds(dim, min_size=1, max_size=max_size, scales=(0.1, 10.0))
 
-    @hypothesis_seed(seed)
-    @_settings(max_examples)
-    @given(x=cloud, y=cloud)
     def probe(x: Tensor, y: Tensor) -> None:
         dxy = call(x, y, grad=True)
         eps = tol(x, y)
@@ -796,7 +818,13 @@ def assert_valid_divergence(
     call(x[:1], x[:1], grad=True)
     call(torch.cat([x, x]), x, grad=True)
     call(x.float(), y.float())
-    probe()
+
+    def fallback(rng: np.random.Generator) -> dict[str, Any]:
+        size = lambda: (int(rng.integers(1, max_size + 1)), dim)  # noqa: E731
+        scale = 10 ** rng.uniform(-1, 1)
+        return {"x": torch.as_tensor(scale * rng.uniform(-1, 1, size())), "y": torch.as_tensor(scale * rng.uniform(-1, 1, size()))}
+
+    _run_property(probe, {"x": cloud, "y": cloud}, fallback, max_examples, seed)
 
 
 # --- the remaining registry kinds -------------------------------------------------------
