@@ -187,7 +187,8 @@ class IdealJKO1D:
                 banded[2, :-1] = off
                 d = -solve_banded((1, 1), banded, grad)
             else:
-                d = -np.linalg.solve(hess, grad)
+                # torch's LAPACK honours torch.set_num_threads (numpy's BLAS may spin on busy cores)
+                d = -torch.linalg.solve(torch.from_numpy(hess), torch.from_numpy(grad)).numpy()
             slope = float(grad @ d)
             if -slope <= self.tol * (1.0 + abs(val)):
                 return X, it

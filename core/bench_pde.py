@@ -1,0 +1,386 @@
+"""``jkoflow bench pde``: the paper's PDE experiments against exact solutions.
+
+For every case (a registered problem with solver and network settings) the suite runs the JKO
+flow and reports, per step and in one summary table:
+
+* the distance of the particles to the exact solution (1-D W1 through CDFs, W2 by exact OT in
+  d >= 2), with the i.i.d. floor (a fresh exact sample of the same size) beside it;
+* in 1-D, the deviation from the *ideal* JKO trajectory with the same ``tau``
+  (:mod:`jkoflow.reference`): ``mean_i |x^k_i - X^k(F_0(x^0_i))|``, the inner solver's own error,
+  next to the ideal's own error to the PDE;
+* the density by Algorithm 2 (inverse maps, :meth:`jkoflow.Flow.log_density`) against the exact
+  density on a grid (relative L1 inside the support) and the round-trip error of
+  transport-then-inversion;
+* ``|F - F_exact|`` at the last step (``F`` through the carried log-densities; ``F_exact`` of the
+  exact solution, or ``F(rho_inf)`` for flows with a known steady state);
+* baselines: direct particle optimization where ``F`` allows it, ULA for linear Fokker-Planck.
+
+Problems are looked up by name in the registry; the optional problem methods used here
+(``log_density0``, ``cdf0``, ``quantile0``, ``exact_quantile``, ``steady_density``,
+``support_radius``, ``steady_radius``) are duck-typed, so core imports no plugin.
+Figures (``--out DIR``): per case a PNG like the paper's Figure 1 (flow density by Algorithm 2
+against the exact one at a few times; F over time against the exact F), and KDE pictures of
+the 2-D flows (paper Figure 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from .baselines import particle_jko, ula
+from .flow import Flow
+from .inverse import invert_flow
+from .metrics import density_l1
+from .reference import deviation, ideal_jko
+from .registry import Registry, default_registry
+from .spec import build
+
+W_KEYS = ("w1", "w1_steady", "w2", "w2_steady", "bures_wasserstein")
+
+
+@attrs.define
+class Case:
+    """One benchmark case: a problem (``{"kind": name, **params}``) with solver/network settings."""
+
+    label: str
+    problem: dict[str, Any]
+    solver: dict[str, Any] = attrs.field(factory=dict)
+    potential: dict[str, Any] = attrs.field(factory=dict)
+    baseline: str | None = None  # "particle" or "ula"
+    ideal: bool = True
+    density: bool = True
+
+
+def _pm(label: str, n: int, tau: float, steps: int, iters: int, lr: float, widths: list[int], dim: int = 1, m: float = 2.0,
+        **extra: Any) -> Case:
+    return Case(label, {"kind": "porous-medium", "n": n, "dim": dim, "m": m},
+                {"tau": tau, "steps": steps, "inner_iters": iters, "lr": lr}, {"kind": "ficnn", "widths": widths}, **extra)
+
+
+def _paper_pm(n: int, tau: float) -> Case:
+    steps = max(1, round(0.1 / tau))
+    return _pm(f"porous-medium d=1 m=2 N={n} tau={tau:g}", n, tau, steps, 400, 1e-3, [100, 20])
+
+
+PRESETS: dict[str, list[Case]] = {
+    "quick": [
+        _pm("porous-medium d=1 m=2", 100, 1e-2, 3, 100, 1e-2, [32, 32]),
+        Case("fokker-planck-nonlinear d=1", {"kind": "fokker-planck-nonlinear", "n": 100},
+             {"tau": 0.1, "steps": 3, "inner_iters": 100, "lr": 1e-2}, {"kind": "ficnn", "widths": [32, 32]}),
+        Case("aggregation d=1", {"kind": "aggregation", "n": 200},
+             {"tau": 1.0, "steps": 3, "inner_iters": 100, "lr": 1e-2}, {"kind": "ficnn", "widths": [32, 32]},
+             baseline="particle"),
+    ],
+    # the paper code's settings (Adam lr 1e-3, warm start); porous medium over the tau table
+    "full": [
+        *[_paper_pm(200, tau) for tau in (4e-2, 2e-2, 1e-2, 5e-3, 2.5e-3)],
+        _pm("porous-medium d=1 m=3", 200, 1e-2, 10, 400, 1e-3, [100, 20], m=3.0),
+        _pm("porous-medium d=2 m=2", 200, 1e-2, 10, 400, 1e-3, [100, 20], dim=2),
+        Case("fokker-planck-nonlinear d=1", {"kind": "fokker-planck-nonlinear", "n": 100},
+             {"tau": 1e-2, "steps": 100, "inner_iters": 1000, "lr": 1e-3}, {"kind": "ficnn", "widths": [200, 50, 20]}),
+        Case("aggregation d=1", {"kind": "aggregation", "n": 1000},
+             {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3}, {"kind": "ficnn", "widths": [50, 50, 50]},
+             baseline="particle"),
+    ],
+    # the 2-D flows of the paper's Figure 2
+    "fig2": [
+        Case("heat d=2", {"kind": "heat", "dim": 2, "n": 300}, {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}),
+        Case("potential-only d=2", {"kind": "potential-only", "dim": 2, "n": 300},
+             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}, baseline="particle"),
+        Case("fokker-planck d=2", {"kind": "fokker-planck-gaussian", "dim": 2, "n": 300, "tau": 0.05, "steps": 10},
+             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2, "logdet": "exact"}, baseline="ula"),
+        Case("fokker-planck-nonlinear d=2", {"kind": "fokker-planck-nonlinear", "dim": 2, "n": 300},
+             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}),
+        Case("aggregation d=2", {"kind": "aggregation", "dim": 2, "n": 300},
+             {"tau": 0.5, "steps": 10, "inner_iters": 200, "lr": 1e-2}, baseline="particle"),
+    ],
+}
+
+
+def _w_key(metrics: dict[str, float]) -> str | None:
+    return next((k for k in W_KEYS if k in metrics), None)
+
+
+def _reference_density(problem: Any, grid: np.ndarray, t: float) -> np.ndarray | None:
+    exact = problem.exact_density(grid, t)
+    if exact is None and hasattr(problem, "steady_density"):
+        exact = problem.steady_density(grid)
+    return exact
+
+
+def _grid(problem: Any, x: np.ndarray, t: float, points: int) -> tuple[np.ndarray, float]:
+    """Evaluation grid (inside the exact support where known) and its cell volume."""
+    d = x.shape[1]
+    if hasattr(problem, "support_radius"):
+        R = problem.support_radius(t)
+        lo, hi = np.full(d, -R), np.full(d, R)
+    elif hasattr(problem, "steady_radius") and problem.exact_density(x[:1], t) is None:
+        R = problem.steady_radius
+        lo, hi = np.full(d, -R), np.full(d, R)
+    else:
+        lo, hi = np.quantile(x, 0.005, axis=0), np.quantile(x, 0.995, axis=0)
+    axes = [np.linspace(a, b, points + 2)[1:-1] for a, b in zip(lo, hi)]
+    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
+    cell = float(np.prod([ax[1] - ax[0] for ax in axes]))
+    return mesh, cell
+
+
+def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int | None = None,
+             keep_flow: bool = False) -> dict[str, Any]:
+    """Run one case and return its per-step metrics and summary (see the module docstring)."""
+    registry = registry or default_registry()
+    problem_spec = dict(case.problem)
+    if n is not None:
+        problem_spec["n"] = n
+    spec = {"problem": problem_spec, "seed": seed, "solver": dict(case.solver)}
+    if case.potential:
+        spec["potential"] = dict(case.potential)
+    run = build(spec, registry)
+    problem = run.problem
+    assert problem is not None
+    t0 = problem.t0
+    per_step: list[dict[str, Any]] = []
+
+    def on_step(flow: Flow) -> None:
+        k = flow.steps
+        m = problem.metrics(t0 + k * flow.tau, flow.particles[0], flow.particles[-1], flow.log_densities[-1])
+        F = flow.initial_F if k == 0 else flow.records[-1].F
+        per_step.append({"step": k, "t": t0 + k * flow.tau, "F": F, **m})
+
+    start = time.perf_counter()
+    flow = run.execute(callback=on_step)
+    wall = time.perf_counter() - start
+    tau, steps = flow.tau, flow.steps
+    xs = flow.trajectory().astype(np.float64)
+    N, d = xs.shape[1], xs.shape[2]
+    out: dict[str, Any] = {"label": case.label, "seed": seed, "N": N, "dim": d, "steps": steps, "tau": tau,
+                           "seconds_per_step": statistics.median(r.seconds for r in flow.records) if steps else 0.0,
+                           "wall": wall, "per_step": per_step}
+    wk = _w_key(per_step[-1])
+    if wk:
+        out["w_key"] = wk
+        out["w_last"] = per_step[-1][wk]
+        out["w_worst"] = max(s[wk] for s in per_step[1:]) if steps else per_step[0][wk]
+        floor_key = wk.split("_")[0] + "_iid_floor"
+        out["w_floor_last"] = per_step[-1].get(floor_key)
+    if "map_error" in per_step[-1]:
+        out["map_error_last"] = per_step[-1]["map_error"]
+    # F against the exact value
+    F_last = per_step[-1]["F"]
+    F_ref = per_step[-1].get("F_exact", per_step[-1].get("F_inf"))
+    if F_last is not None and F_ref is not None:
+        out["F_last"], out["F_ref"] = F_last, F_ref
+        out["F_abs_error"] = abs(F_last - F_ref)
+        out["F_rel_error"] = abs(F_last - F_ref) / max(abs(F_ref), 1e-12)
+        out["F_ref_kind"] = "exact" if "F_exact" in per_step[-1] else "steady"
+
+    # ideal JKO reference (1-D)
+    if case.ideal and d == 1 and hasattr(problem, "quantile0") and hasattr(problem, "cdf0"):
+        M = 1000 if any(hasattr(term, "W") for _, term in run.functional.terms()) else 2000
+        traj = ideal_jko(run.functional, problem.quantile0, tau, steps, M=M)
+        u = problem.cdf0(xs[0, :, 0])
+        dev = deviation(traj, u, xs[:, :, 0])
+        out["ideal_deviation"] = dev.tolist()
+        out["ideal_newton_iters"] = traj.newton_iters
+        if hasattr(problem, "exact_quantile"):
+            ideal_err = [float(np.mean(np.abs(traj.at(u, k) - problem.exact_quantile(u, t0 + k * tau)))) for k in range(steps + 1)]
+            grid_u = traj.u
+            ideal_err_grid = [float(np.mean(np.abs(traj.X[k] - problem.exact_quantile(grid_u, t0 + k * tau)))) for k in range(steps + 1)]
+            flow_err = [float(np.mean(np.abs(xs[k, :, 0] - problem.exact_quantile(u, t0 + k * tau)))) for k in range(steps + 1)]
+            out["ideal_error"], out["ideal_error_grid"], out["flow_error"] = ideal_err, ideal_err_grid, flow_err
+            ratios = [dv / e for dv, e in zip(dev[1:], ideal_err[1:]) if e > 0]
+            out["deviation_ratio_worst"] = max(ratios) if ratios else None
+            out["deviation_ratio_last"] = ratios[-1] if ratios else None
+        out["ideal_X_last"] = traj.X[-1].tolist() if traj.X.shape[1] <= 2000 else None
+
+    # density by Algorithm 2 and the round-trip error
+    if case.density and hasattr(problem, "log_density0") and steps > 0:
+        flow.log_rho0 = problem.log_density0
+        t = t0 + steps * tau
+        grid, cell = _grid(problem, xs[-1], t, 300 if d == 1 else 40)
+        ref = _reference_density(problem, grid, t)
+        if ref is not None:
+            with np.errstate(divide="ignore"):
+                p = np.exp(flow.log_density(torch.from_numpy(grid), steps).numpy())
+            inside = ref > 0
+            _, rel = density_l1(p[inside], ref[inside], cell)
+            out["density_l1_rel"] = rel
+            out["density_grid"] = {"x": grid.tolist() if d == 1 else None, "flow": p.tolist() if d == 1 else None}
+        x0 = flow.particles[0].double()
+        y, _ = flow.transport(flow.particles[0])
+        back, _ = invert_flow(flow.potentials, y.double())
+        out["roundtrip_max"] = float((back[0] - x0).abs().max())
+
+    # baselines
+    if case.baseline == "particle":
+        bx, bsec = particle_jko(run.functional, flow.particles[0].double(), tau, steps)
+        bm = problem.metrics(t0 + steps * tau, flow.particles[0], bx[-1], None)
+        out["baseline"] = {"kind": "particle JKO (L-BFGS)", "seconds_per_step": statistics.median(bsec),
+                           **({"w_last": bm[wk]} if wk in bm else {}),
+                           **({"map_error_last": bm["map_error"]} if "map_error" in bm else {})}
+        if "ideal_deviation" in out:
+            out["baseline"]["ideal_deviation_last"] = float(deviation(traj, u, [bx[-1].numpy()[:, 0]])[0])
+    elif case.baseline == "ula":
+        V = next((term.V for _, term in run.functional.terms() if hasattr(term, "V")), None)
+        if V is not None:
+            sub = 20
+            start = time.perf_counter()
+            gen = torch.Generator().manual_seed(seed + 1000)
+            traj_ula = ula(V, flow.particles[0].double(), tau / sub, sub * steps, generator=gen, record_every=sub)
+            bm = problem.metrics(t0 + steps * tau, flow.particles[0], traj_ula[-1], None)
+            out["baseline"] = {"kind": f"ULA (step tau/{sub})", "seconds_per_step": (time.perf_counter() - start) / steps,
+                               **({"w_last": bm[wk]} if wk in bm else {}),
+                               **({"map_error_last": bm["map_error"]} if "map_error" in bm else {})}
+    if keep_flow:
+        out["_flow"], out["_problem"] = flow, problem
+    return out
+
+
+# --- reporting -----------------------------------------------------------------------------
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, spec)
+
+
+def table(results: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of the summaries (one row per case and seed)."""
+    head = ("| problem | seed | N | steps | s/step (1 thread) | W last | W worst | floor | map err | density L1 | "
+            "round trip | abs(F - F_ref) | dev ideal last | dev/ideal err worst | baseline W last |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        wk = r.get("w_key", "W")
+        dev = r.get("ideal_deviation")
+        base = r.get("baseline", {})
+        lines.append(
+            f"| {r['label']} | {r['seed']} | {r['N']} | {r['steps']} | {_fmt(r['seconds_per_step'], '.2f')} | "
+            f"{_fmt(r.get('w_last'))} ({wk}) | {_fmt(r.get('w_worst'))} | {_fmt(r.get('w_floor_last'))} | "
+            f"{_fmt(r.get('map_error_last'))} | {_fmt(r.get('density_l1_rel'), '.3f')} | {_fmt(r.get('roundtrip_max'), '.1e')} | "
+            f"{_fmt(r.get('F_abs_error'))} ({r.get('F_ref_kind', '-')}) | {_fmt(dev[-1] if dev else None)} | "
+            f"{_fmt(r.get('deviation_ratio_worst'), '.2f')} | {_fmt(base.get('w_last'))} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(result: dict[str, Any], path: Path) -> None:
+    """Paper Figure 1 style: density snapshots (flow by Algorithm 2 vs exact) and F over time;
+    in 2-D, KDE pictures of the particles (paper Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    flow: Flow = result["_flow"]
+    problem = result["_problem"]
+    steps, tau, t0 = flow.steps, flow.tau, problem.t0
+    snaps = sorted({1, max(1, steps // 3), max(1, (2 * steps) // 3), steps}) if steps else [0]
+    xs = flow.trajectory()
+    d = xs.shape[2]
+    if d == 1:
+        fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(11, 4.2))
+        colors = plt.cm.viridis(np.linspace(0, 0.9, len(snaps)))
+        can_invert = hasattr(problem, "log_density0")
+        for s, c in zip(snaps, colors):
+            t = t0 + s * tau
+            lo, hi = float(xs[s].min()), float(xs[s].max())
+            pad = 0.15 * (hi - lo)
+            grid = np.linspace(lo - pad, hi + pad, 300)[:, None]
+            if can_invert:
+                flow.log_rho0 = problem.log_density0
+                with np.errstate(divide="ignore"):
+                    p = np.exp(flow.log_density(torch.from_numpy(grid), s).numpy())
+                ax_d.plot(grid[:, 0], p, color=c, lw=1.6, label=f"JKO-ICNN (Alg. 2) t={t:.3g}")
+            else:
+                ax_d.hist(xs[s, :, 0], bins=40, density=True, histtype="step", color=c, label=f"particles t={t:.3g}")
+            ref = _reference_density(problem, grid, t)
+            if ref is not None:
+                ax_d.plot(grid[:, 0], ref, color=c, lw=1.2, ls="--")
+        ax_d.set_xlabel("x")
+        ax_d.set_ylabel("density (dashed: exact / steady state)")
+        ax_d.legend(fontsize=7)
+    else:
+        from scipy.stats import gaussian_kde
+
+        fig, axes = plt.subplots(1, len(snaps) + 2, figsize=(3.2 * (len(snaps) + 2), 3.4))
+        ax_f = axes[-1]
+        shown = [0, *snaps]
+        lo, hi = xs[shown, :, :2].min(axis=(0, 1)), xs[shown, :, :2].max(axis=(0, 1))
+        pad = 0.1 * (hi - lo)
+        gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], 80), np.linspace(lo[1] - pad[1], hi[1] + pad[1], 80))
+        for ax, s in zip(axes[:-1], shown):
+            kde = gaussian_kde(xs[s, :, :2].T)
+            ax.contourf(gx, gy, kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape), levels=12, cmap="viridis")
+            ax.scatter(xs[s, :, 0], xs[s, :, 1], s=1.5, color="w", alpha=0.5)
+            ax.set_title(f"t={t0 + s * tau:.3g}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    ps = result["per_step"]
+    ts = [r["t"] for r in ps]
+    ax_f.plot(ts, [np.nan if r["F"] is None else r["F"] for r in ps], "o-", ms=3, label="F (particles)")
+    if "F_exact" in ps[0]:
+        ax_f.plot(ts, [r["F_exact"] for r in ps], "k--", label="F exact")
+    elif "F_inf" in ps[0]:
+        ax_f.axhline(ps[0]["F_inf"], color="k", ls="--", label="F(rho_inf)")
+    ax_f.set_xlabel("t")
+    ax_f.set_title("F over time")
+    ax_f.legend(fontsize=8)
+    fig.suptitle(f"{result['label']} (seed {result['seed']}, N={result['N']}, tau={tau:g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jkoflow bench pde", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="quick (CI), full (paper settings), fig2 (2-D flows)")
+    parser.add_argument("--only", default=None, help="run only cases whose label contains this text")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--n", type=int, default=None, help="override the number of particles")
+    parser.add_argument("--out", default=None, help="directory for results.json, table.md and figures")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    torch.set_num_threads(args.threads)
+    cases = [c for c in PRESETS[args.preset] if args.only is None or args.only in c.label]
+    if not cases:
+        print(f"jkoflow bench pde: no case of preset {args.preset!r} matches {args.only!r}")
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for case in cases:
+        for seed in seeds:
+            r = run_case(case, seed, n=args.n, keep_flow=out is not None)
+            results.append(r)
+            print(table([r]).splitlines()[-1], flush=True)
+            if out:
+                figure(r, out / f"{_slug(case.label)}_seed{seed}.png")
+    text = table(results)
+    print()
+    print(text)
+    if out:
+        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+        (out / "results.json").write_text(json.dumps(clean, indent=1))
+        (out / "table.md").write_text(text + "\n")
+        print(f"wrote {out}/ (results.json, table.md, figures)")
+    return 0
+
+
+__all__ = ["Case", "PRESETS", "figure", "main", "run_case", "table"]

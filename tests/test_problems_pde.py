@@ -1,0 +1,125 @@
+"""PDE problems: exact steady states checked against their defining equations, exact maps,
+the quick validation bench with bounds defended by the full runs (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import jkoflow
+from jkoflow.bench_pde import PRESETS, run_case, table
+from jkoflow.plugins.problems_pde import Aggregation, CompactProfile, FokkerPlanckNonlinear, PotentialOnly
+
+X = np.linspace(-3, 3, 600001)
+
+
+def test_nonlinear_fp_steady_state_is_stationary_with_unit_mass() -> None:
+    p = FokkerPlanckNonlinear()
+    rho = p.steady_density(X[:, None])
+    assert np.trapezoid(rho, X) == pytest.approx(1.0, abs=1e-7)
+    assert p.profile.C == pytest.approx((3 / (4 * math.sqrt(2))) ** (2 / 3), rel=1e-12)
+    # first variation of int x^2 rho + int rho^2: x^2 + 2 rho, constant on the support
+    inside = rho > 1e-3
+    first_variation = X[inside] ** 2 + 2 * rho[inside]
+    assert np.ptp(first_variation) < 1e-9
+    assert p.F_inf == pytest.approx(np.trapezoid(X**2 * rho + rho**2, X), abs=1e-8)
+
+
+def test_nonlinear_fp_steady_state_m3_2d_has_unit_mass() -> None:
+    p = FokkerPlanckNonlinear(dim=2, m=3.0)
+    g = np.linspace(-2, 2, 1601)
+    mesh = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    assert p.steady_density(mesh).sum() * (g[1] - g[0]) ** 2 == pytest.approx(1.0, abs=1e-3)
+
+
+def test_aggregation_steady_state_is_stationary() -> None:
+    a = Aggregation()
+    rho = a.steady_density(X[:, None])
+    assert np.trapezoid(rho, X) == pytest.approx(1.0, abs=1e-6)
+    # W * rho must be constant on the support (W = x^2/2 - log|x|), by quadrature at a few points
+    y = stats.beta(1.5, 1.5).ppf((np.arange(200000) + 0.5) / 200000) * 2 * math.sqrt(2) - math.sqrt(2)
+    conv = [np.mean(0.5 * (x - y) ** 2 - np.log(np.abs(x - y))) for x in (-1.2, -0.5, 0.0, 0.3, 1.0)]
+    assert np.ptp(conv) < 2e-3
+    # F(rho_inf) = 1/2 E W(X - Y) with X, Y i.i.d. steady samples
+    rng = np.random.default_rng(0)
+    s1, s2 = a.steady_sample(400000, rng)[:, 0], a.steady_sample(400000, rng)[:, 0]
+    assert 0.5 * np.mean(0.5 * (s1 - s2) ** 2 - np.log(np.abs(s1 - s2))) == pytest.approx(a.F_inf, abs=3e-3)
+
+
+def test_aggregation_2d_steady_energy() -> None:
+    a = Aggregation(dim=2)
+    rng = np.random.default_rng(1)
+    s1, s2 = a.steady_sample(400000, rng), a.steady_sample(400000, rng)
+    r = np.linalg.norm(s1 - s2, axis=1)
+    assert 0.5 * np.mean(0.5 * r**2 - np.log(r)) == pytest.approx(a.F_inf, abs=3e-3)
+    with pytest.raises(ValueError, match="dim 1 or 2"):
+        Aggregation(dim=3)
+
+
+def test_compact_profile_cdf_quantile_and_sampling_agree() -> None:
+    prof = CompactProfile.unit_mass(1, 1.0, 0.5)
+    u = np.linspace(0.001, 0.999, 101)
+    np.testing.assert_allclose(prof.cdf_1d(prof.quantile_1d(u)), u, atol=1e-12)
+    g = np.linspace(-prof.radius, prof.radius, 200001)
+    cdf_numeric = np.cumsum(prof.density(g[:, None])) * (g[1] - g[0])
+    np.testing.assert_allclose(prof.cdf_1d(g[::1000]), cdf_numeric[::1000], atol=1e-4)
+    sample = prof.sample(5000, np.random.default_rng(0))[:, 0]
+    assert stats.kstest(sample, prof.cdf_1d).pvalue > 1e-3
+
+
+def test_barenblatt_cdf_and_quantile_are_exact() -> None:
+    pm = jkoflow.build({"problem": {"kind": "porous-medium", "m": 3.0}}).problem
+    t = 0.05
+    R = pm.support_radius(t)
+    g = np.linspace(-R, R, 400001)
+    numeric = np.cumsum(pm.exact_density(g[:, None], t)) * (g[1] - g[0])
+    np.testing.assert_allclose(pm.profile.cdf_1d(g[::4000], t), numeric[::4000], atol=1e-4)
+    u = np.linspace(0.01, 0.99, 50)
+    np.testing.assert_allclose(pm.profile.cdf_1d(pm.exact_quantile(u, t), t), u, atol=1e-12)
+
+
+def test_potential_only_exact_map_and_metrics() -> None:
+    p = PotentialOnly(dim=2, a=[1.0, 0.5], mu=[1.0, -1.0])
+    x0 = torch.randn(300, 2, dtype=torch.float64)
+    t = 0.3
+    # the exact map solves dx/dt = -2A(x - mu): check by a fine explicit Euler integration
+    x = x0.numpy().copy()
+    for _ in range(3000):
+        x = x - (t / 3000) * 2 * np.array([1.0, 0.5]) * (x - p.mu)
+    np.testing.assert_allclose(p.exact_map(x0.numpy(), t), x, atol=2e-3)  # Euler error O(dt)
+    m = p.metrics(t, x0, torch.from_numpy(p.exact_map(x0.numpy(), t)), None)
+    assert m["map_error"] < 1e-12 and m["w2"] < 0.3
+    assert p.exact_F(t) < p.exact_F(0.0)
+
+
+def test_problems_build_through_the_registry() -> None:
+    for name in ("fokker-planck-nonlinear", "aggregation", "potential-only"):
+        run = jkoflow.build({"problem": {"kind": name, "n": 20}})
+        assert run.x0.shape[0] == 20
+    run = jkoflow.build({"problem": "fokker-planck-nonlinear"})
+    assert run.x0.var().item() == pytest.approx(0.2, rel=0.35)  # variance 0.2, 100 samples
+
+
+def test_quick_bench_porous_medium_bounds() -> None:
+    # bounds from the full runs (docs/benchmarks.md, "PDE validation"): at N = 100 the deviation
+    # from the ideal JKO stays below ~0.5 of the ideal's own error over 3 steps, Algorithm 2's
+    # density is within 12% (L1) of the exact Barenblatt density, round trips are float32-exact
+    r = run_case(PRESETS["quick"][0], seed=0)
+    assert r["deviation_ratio_worst"] < 0.6, r["deviation_ratio_worst"]
+    assert r["density_l1_rel"] < 0.12, r["density_l1_rel"]
+    assert r["roundtrip_max"] < 1e-5
+    assert r["w_last"] < 0.06 and r["F_rel_error"] < 0.15
+    assert "porous-medium" in table([r])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [1, 2])
+def test_quick_bench_steady_state_flows(index: int) -> None:
+    r = run_case(PRESETS["quick"][index], seed=0)
+    assert r["w_last"] < 0.06, r["w_last"]
+    assert r["F_rel_error"] < 0.05, r["F_rel_error"]
+    assert r["ideal_deviation"][-1] < 0.05
