@@ -9,6 +9,7 @@ A JKO step pushes ``rho_t`` forward by ``T = grad u`` (Brenier's theorem): ``rho
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -48,17 +49,35 @@ class PotentialNet(nn.Module, abc.ABC):
         return grad if create_graph else grad.detach()
 
     def hessian(self, x: Tensor, create_graph: bool = True) -> Tensor:
-        """Batched Hessians ``H_u(x)`` of shape ``(n, d, d)``, built column by column from
-        ``d`` reverse passes through ``T = grad u`` (differentiable in ``theta`` when
-        ``create_graph`` is true)."""
+        """Batched Hessians ``H_u(x)`` of shape ``(n, d, d)`` (differentiable in ``theta`` when
+        ``create_graph`` is true).
+
+        Generic route: one reverse pass for ``T = grad u``, then the ``d`` columns
+        ``H e_j`` from reverse passes through ``T`` vectorized over ``j`` (``torch.func`` vmap,
+        ``is_grads_batched``); falls back to a loop over columns where vmap is unsupported.
+        Subclasses with a closed form (e.g. the ICNN) override this.
+        """
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self(x).sum(), x, create_graph=True)
-            cols = [
-                torch.autograd.grad(grad[:, j].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-                for j in range(x.shape[1])
-            ]
-        hess = torch.stack(cols, dim=2)
+            d = x.shape[1]
+            eye = torch.eye(d, dtype=x.dtype, device=x.device)
+            try:
+                (cols,) = torch.autograd.grad(
+                    grad,
+                    x,
+                    grad_outputs=eye[:, None, :].expand(d, x.shape[0], d),
+                    create_graph=create_graph,
+                    retain_graph=True,
+                    is_grads_batched=True,
+                )
+                hess = cols.permute(1, 2, 0)  # cols[j] = H e_j
+            except RuntimeError:  # pragma: no cover - operator without a vmap rule
+                loop = [
+                    torch.autograd.grad(grad[:, j].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+                    for j in range(d)
+                ]
+                hess = torch.stack(loop, dim=2)
         return hess if create_graph else hess.detach()
 
     def hvp(self, x: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
@@ -68,6 +87,34 @@ class PotentialNet(nn.Module, abc.ABC):
             (grad,) = torch.autograd.grad(self(x).sum(), x, create_graph=True)
             (hv,) = torch.autograd.grad(grad, x, grad_outputs=v, create_graph=create_graph)
         return hv
+
+    def hvp_operator(self, x: Tensor, create_graph: bool = False) -> Callable[[Tensor], Tensor]:
+        """The batch of operators ``v -> H_u(x_i) v`` at fixed particles, for iterative solvers.
+
+        Returns ``apply(V)`` with ``V`` of shape ``(n, p, d)`` (``p`` vectors per particle) and
+        result ``H_u(x_i) V[i, k]`` of the same shape. The pass through ``u`` and ``T`` is done
+        once and reused by every call (Lanczos and CG call it many times). With
+        ``create_graph=False`` the products are detached (no ``theta`` graph): the cheap mode
+        for Krylov iterations; with ``True`` they are differentiable in ``theta``.
+        """
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self(xg).sum(), xg, create_graph=True)
+
+        def apply(v: Tensor) -> Tensor:
+            with torch.enable_grad():
+                (hv,) = torch.autograd.grad(
+                    grad,
+                    xg,
+                    grad_outputs=v.movedim(1, 0),
+                    create_graph=create_graph,
+                    retain_graph=True,
+                    is_grads_batched=True,
+                )
+            hv = hv.movedim(0, 1)
+            return hv if create_graph else hv.detach()
+
+        return apply
 
     def project(self) -> None:
         """Restore convexity after an optimizer step (e.g. clip ``W^z`` to be non-negative).
