@@ -42,3 +42,12 @@ def test_qed_cache_hit_identical(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(first, second)
     with pytest.raises(AssertionError):  # different molecules under the same key -> recompute
         data.cached_qed(smiles[:10], "sample_test30", cache=tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_full_moses_from_cached_wheel() -> None:
+    if not (data.cache_dir() / data.MOSES_WHEEL).exists():
+        pytest.skip("molsets wheel not cached (run data.fetch_moses_wheel())")
+    test = data.load_moses("test")
+    assert len(test) == 176_074
+    assert set(data.load_sample("test")) <= set(test)
