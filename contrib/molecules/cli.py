@@ -45,11 +45,18 @@ def build_parser(prog: str = "python -m jkoflow.contrib.molecules") -> argparse.
     q.add_argument("--data", choices=["sample", "moses"], default="moses")
 
     sub.add_parser("write-sample", help="regenerate data/moses_sample.csv.gz")
+    from .flow_cli import add_commands  # flow half: train-surrogate, baselines
+
+    add_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import flow_cli
+
+    if args.command in flow_cli.COMMANDS:
+        return flow_cli.run(args, None if argv is None else list(argv))
     if args.command == "train-vae":
         import torch
 

@@ -1,0 +1,266 @@
+"""jkoflow plugin of the molecular experiment (paper Section 6): registered entries
+
+=============  ===================  ==========================================================
+kind           name                 what
+=============  ===================  ==========================================================
+potential_fn   ``qed_surrogate``    the convex QED surrogate ``V`` (checkpoint ``path``)
+sampler        ``moses_embeddings`` VAE means of MOSES test molecules with QED < ``qed_max``
+divergence     ``sinkhorn_warm``    debiased Sinkhorn to a fixed reference, warm started
+problem        ``molecules``        ``F = lambda_1 E V + lambda_2 D(rho, rho_0)`` + metrics
+=============  ===================  ==========================================================
+
+The problem minimizes ``F(rho) = lambda_1 int V d rho + lambda_2 D(rho, rho_0)`` on 128-d
+VAE embeddings by JKO steps; at chosen steps it decodes every particle and reports validity,
+uniqueness, novelty, QED statistics, the Sinkhorn divergence to the start cloud (Final SD,
+geomloss, blur 0.05) and the Tanimoto similarity of each molecule to the one it started from.
+
+Needs the ``molecules`` extra (rdkit, selfies): without them this module raises ImportError
+on import, so the registry records the plugin as failed (naming the package) and the rest of
+jkoflow keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jkoflow.problem import Problem
+from jkoflow.registry import Registry, hookimpl
+from jkoflow.sampler import Sampler
+
+
+
+def _missing(names: tuple[str, ...]) -> list[str]:
+    """Names among ``names`` that cannot be imported (checked without importing them)."""
+    out = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # e.g. sys.modules[name] = None
+            found = False
+        if not found:
+            out.append(name)
+    return out
+
+
+_MISSING = _missing(("rdkit", "selfies"))
+if _MISSING:
+    raise ImportError(f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: "
+                      "pip install 'jkoflow[molecules]'")
+
+from .pools import DEFAULT_VAE, embed, pool  # noqa: E402
+from .sinkhorn import WarmSinkhorn  # noqa: E402
+from .surrogate import load_surrogate  # noqa: E402
+
+EVAL_BLUR = 0.05
+"""Blur of the evaluation Sinkhorn divergence (Final SD), whatever the flow used."""
+TEST_POOL = 60000
+"""Size of the seeded MOSES test pool the start clouds are drawn from."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the paper's settings (Section 6): hours per run on this CPU
+    "paper": {"n": 1000, "tau": 1e-4, "steps": 100, "inner_iters": 500, "lr": 1e-3, "lambda_1": 1.0,
+              "lambda_2": 1e4, "divergence": "sinkhorn", "blur": 0.05, "warm_start": False,
+              "widths": [100, 100], "source": "moses"},
+    # this machine's settings (see docs/benchmarks.md, "Molecules")
+    "cpu": {"n": 1000, "tau": 1e-2, "steps": 20, "inner_iters": 40, "lr": 1e-3, "lambda_1": 1.0,
+            "lambda_2": 1e2, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
+            "widths": [100, 100], "source": "moses"},
+    # smoke test / CI: the committed MOSES sample, a handful of steps
+    "quick": {"n": 64, "tau": 1e-2, "steps": 4, "inner_iters": 20, "lr": 1e-3, "lambda_1": 1.0,
+              "lambda_2": 1e2, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
+              "widths": [32, 32], "source": "sample"},
+}
+
+
+# --- potential V ---------------------------------------------------------------------------
+_SURROGATES: dict[str, Any] = {}
+
+
+def qed_surrogate(path: str | None = None) -> Any:
+    """The frozen convex QED surrogate ``V`` (``(n, 128) -> (n,)``; lower = more drug-like)."""
+    key = str(Path(path).resolve()) if path else ""
+    if key not in _SURROGATES:
+        _SURROGATES[key] = load_surrogate(path)[0]
+    return _SURROGATES[key]
+
+
+# --- VAE (shared, loaded once) ---------------------------------------------------------------
+_VAES: dict[str, Any] = {}
+
+
+def get_vae(path: str | None = None) -> Any:
+    """The molecular VAE at ``path`` (default: the committed SELFIES checkpoint), cached."""
+    from .vae import load_vae
+
+    p = str(Path(path).resolve()) if path else str(DEFAULT_VAE)
+    if p not in _VAES:
+        _VAES[p] = load_vae(p)
+    return _VAES[p]
+
+
+# --- sampler rho_0 ---------------------------------------------------------------------------
+def low_qed_pool(source: str = "moses", qed_max: float = 0.7, pool_size: int = TEST_POOL,
+                 pool_seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Test-split molecules with QED < ``qed_max`` (from a seeded pool of ``pool_size``
+    MOSES test molecules, or the whole committed sample) and their QED."""
+    smiles, q = pool("test", pool_size if source == "moses" else None, pool_seed, source=source, progress=False)  # type: ignore[arg-type]
+    keep = q < qed_max
+    return [s for s, k in zip(smiles, keep) if k], q[keep]
+
+
+class MosesEmbeddings(Sampler):
+    """``n`` start embeddings: VAE posterior means of test molecules with QED < ``qed_max``,
+    drawn at random (the spec's seed); no closed-form log-density.
+
+    After :meth:`sample`, ``smiles``, ``qed`` and ``indices`` describe the drawn molecules.
+    """
+
+    def __init__(self, dim: int = 128, source: str = "moses", vae: str | None = None, qed_max: float = 0.7,
+                 pool_size: int = TEST_POOL, pool_seed: int = 0) -> None:
+        if source not in ("moses", "sample"):
+            raise ValueError(f"source={source!r}: expected 'moses' or 'sample'")
+        self.dim, self.source, self.vae_path, self.qed_max = int(dim), source, vae, float(qed_max)
+        self.pool_size, self.pool_seed = int(pool_size), int(pool_seed)
+        self.smiles: list[str] = []
+        self.qed = np.zeros(0)
+        self.indices: list[int] = []
+
+    def candidates(self) -> tuple[list[str], np.ndarray]:
+        return low_qed_pool(self.source, self.qed_max, self.pool_size, self.pool_seed)
+
+    def sample(self, n: int, generator: torch.Generator, exclude: set[int] | None = None) -> tuple[Tensor, None]:
+        smiles, q = self.candidates()
+        allowed = [i for i in range(len(smiles)) if not exclude or i not in exclude]
+        if n > len(allowed):
+            raise ValueError(f"asked for {n} start molecules but only {len(allowed)} test molecules with "
+                             f"QED < {self.qed_max} are available (source={self.source!r})")
+        order = torch.randperm(len(allowed), generator=generator)[:n].tolist()
+        self.indices = [allowed[i] for i in order]
+        self.smiles = [smiles[i] for i in self.indices]
+        self.qed = q[self.indices]
+        vae = get_vae(self.vae_path)
+        if vae.latent_dim != self.dim:
+            raise ValueError(f"dim={self.dim} but the VAE's latent dimension is {vae.latent_dim}")
+        vae_file = self.vae_path or str(DEFAULT_VAE)
+        return embed(vae, self.smiles, vae_file).float(), None
+
+
+# --- problem ---------------------------------------------------------------------------------
+class Molecules(Problem):
+    """Raise drug-likeness while staying close: ``F = lambda_1 E V + lambda_2 D(rho, rho_0)``.
+
+    ``preset`` ("quick", "cpu", "paper") fills every parameter left at ``None``. ``divergence``
+    is ``"sinkhorn"`` (geomloss), ``"sinkhorn_warm"`` (same quantity, warm started, see
+    :mod:`.sinkhorn`) or ``"mmd"`` (``blur`` is then the Gaussian kernel's sigma). Decoding
+    metrics are computed at ``metric_steps`` (default: first, middle and last step); every
+    other step reports cheap metrics only (mean ``V``, mean predicted ``P(QED > 0.85)``, RMS
+    displacement).
+    """
+
+    t0 = 0.0
+
+    def __init__(self, preset: str = "cpu", n: int | None = None, tau: float | None = None,
+                 steps: int | None = None, inner_iters: int | None = None, lr: float | None = None,
+                 lambda_1: float | None = None, lambda_2: float | None = None, divergence: str | None = None,
+                 blur: float | None = None, warm_start: bool | None = None, widths: list[int] | None = None,
+                 source: str | None = None, vae: str | None = None, surrogate: str | None = None,
+                 qed_max: float = 0.7, metric_steps: list[int] | None = None, novelty: bool = True) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
+        given = {"n": n, "tau": tau, "steps": steps, "inner_iters": inner_iters, "lr": lr, "lambda_1": lambda_1,
+                 "lambda_2": lambda_2, "divergence": divergence, "blur": blur, "warm_start": warm_start,
+                 "widths": widths, "source": source}
+        self.settings = {k: (v if v is not None else PRESETS[preset][k]) for k, v in given.items()}
+        if self.settings["divergence"] not in ("sinkhorn", "sinkhorn_warm", "mmd"):
+            raise ValueError(f"divergence={self.settings['divergence']!r}: expected 'sinkhorn', 'sinkhorn_warm' or 'mmd'")
+        self.preset, self.vae_path, self.surrogate_path = preset, vae, surrogate
+        self.qed_max, self.novelty = float(qed_max), bool(novelty)
+        steps_ = int(self.settings["steps"])
+        self.metric_steps = sorted(set(metric_steps if metric_steps is not None else [0, steps_ // 2, steps_]))
+        self.decoded: dict[int, list[str]] = {}
+        self.qed: dict[int, np.ndarray] = {}
+        self.results: dict[int, dict[str, float]] = {}
+
+    # spec ------------------------------------------------------------------------------------
+    def divergence_table(self) -> dict[str, Any]:
+        kind, blur = self.settings["divergence"], float(self.settings["blur"])
+        return {"kind": kind, "sigma": blur} if kind == "mmd" else {"kind": kind, "blur": blur}
+
+    def spec(self) -> dict[str, Any]:
+        s = self.settings
+        sampler: dict[str, Any] = {"kind": "moses_embeddings", "n": int(s["n"]), "source": s["source"],
+                                   "qed_max": self.qed_max}
+        V: dict[str, Any] = {"kind": "qed_surrogate"}
+        if self.vae_path:
+            sampler["vae"] = self.vae_path
+        if self.surrogate_path:
+            V["path"] = self.surrogate_path
+        return {
+            "dim": 128,
+            "sampler": sampler,
+            "terms": [{"kind": "potential", "weight": float(s["lambda_1"]), "V": V},
+                      {"kind": "divergence_to_start", "weight": float(s["lambda_2"]),
+                       "divergence": self.divergence_table()}],
+            "solver": {"tau": float(s["tau"]), "steps": int(s["steps"]), "inner_iters": int(s["inner_iters"]),
+                       "lr": float(s["lr"]), "warm_start": bool(s["warm_start"])},
+            "potential": {"kind": "ficnn", "widths": list(s["widths"])},
+        }
+
+    # metrics ---------------------------------------------------------------------------------
+    def step_of(self, t: float) -> int:
+        return int(round((t - self.t0) / float(self.settings["tau"])))
+
+    def decode(self, x: Tensor) -> list[str]:
+        return get_vae(self.vae_path).decode(x.detach().float())
+
+    def metrics(self, t: float, x0: Tensor, x: Tensor, log_density: Tensor | None) -> dict[str, float]:
+        V = qed_surrogate(self.surrogate_path)
+        with torch.no_grad():
+            v = V(x.float())
+            out = {"V_mean": float(v.mean()), "p_high_mean": float(torch.sigmoid(-v).mean()),
+                   "displacement_rms": float((x - x0).pow(2).sum(1).mean().sqrt())}
+        step = self.step_of(t)
+        if step not in self.metric_steps:
+            return out
+        out.update(self.decoded_metrics(step, x0, x))
+        return out
+
+    def decoded_metrics(self, step: int, x0: Tensor, x: Tensor) -> dict[str, float]:
+        """Decode every particle and compute the paper's metrics (cached per step)."""
+        from .metrics import cloud_metrics, qed_values, training_set
+
+        if 0 not in self.decoded:
+            self.decoded[0] = self.decode(x0)
+            self.qed[0] = qed_values(self.decoded[0])
+        if step not in self.decoded:
+            self.decoded[step] = self.decode(x)
+            self.qed[step] = qed_values(self.decoded[step])
+        training = training_set(self.settings["source"]) if self.novelty else None
+        res = cloud_metrics(self.decoded[step], start=self.decoded[0], training=training)
+        res["final_sd"] = sinkhorn_sd(x, x0) if step else 0.0
+        self.results[step] = res
+        return res
+
+
+def sinkhorn_sd(x: Tensor, x0: Tensor, blur: float = EVAL_BLUR) -> float:
+    """Evaluation Sinkhorn divergence ``S_eps(x, x0)`` (geomloss, ``eps = blur^2``)."""
+    from jkoflow.plugins.divergences import Sinkhorn
+
+    with torch.no_grad():
+        value = float(Sinkhorn(blur=blur)(x.detach().float(), x0.detach().float()))
+    return value if math.isfinite(value) else float("nan")
+
+
+@hookimpl
+def jkoflow_register(registry: Registry) -> None:
+    registry.add("potential_fn", "qed_surrogate", qed_surrogate)
+    registry.add("sampler", "moses_embeddings", MosesEmbeddings)
+    registry.add("divergence", "sinkhorn_warm", WarmSinkhorn)
+    registry.add("problem", "molecules", Molecules)
