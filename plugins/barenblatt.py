@@ -82,10 +82,25 @@ class Barenblatt:
         value = t ** (-self.a * (self.m - 1)) * self._radial_integral(self.p * self.m)
         return value / self.mass**self.m if normalized else value
 
-    def sample(self, n: int, t: float, generator: torch.Generator) -> Tensor:
-        """``n`` exact samples of the normalized profile at time ``t``, shape ``(n, d)`` (float64)."""
+    def sample(self, n: int, t: float, generator: torch.Generator, stratified: bool = False) -> Tensor:
+        """``n`` exact samples of the normalized profile at time ``t``, shape ``(n, d)`` (float64).
+
+        With ``stratified`` the radial variable is drawn by stratified sampling: one uniform in
+        each of ``n`` equal-probability strata of its CDF, ``u_i = (i + U_i) / n`` (directions stay
+        i.i.d.). Each point is still exactly distributed, and Monte Carlo averages over the cloud
+        (such as the internal-energy estimate of a JKO step) have an error of order ``1/n``
+        instead of ``1/sqrt(n)`` for smooth integrands in ``d = 1``.
+        """
+        from scipy.special import betaincinv
+
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-        s = torch.from_numpy(rng.beta(self.d / 2, self.p + 1, size=n))
+        if stratified:
+            u = (np.arange(n) + rng.uniform(size=n)) / n
+            if self.d == 1:  # the signed quantile: strata of the full CDF
+                return torch.from_numpy(self.quantile_1d(u, t))[:, None]
+            s = torch.from_numpy(betaincinv(self.d / 2, self.p + 1, u))
+        else:
+            s = torch.from_numpy(rng.beta(self.d / 2, self.p + 1, size=n))
         r = torch.sqrt(s * self.C / self.k) * t**self.b
         direction = torch.randn(n, self.d, generator=generator, dtype=torch.float64)
         direction = direction / direction.norm(dim=1, keepdim=True)

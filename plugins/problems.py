@@ -97,15 +97,19 @@ class Heat(Problem):
 
 
 class BarenblattSampler(Sampler):
-    """Exact samples of the normalized Barenblatt profile at time ``t0`` and their log-densities."""
+    """Exact samples of the normalized Barenblatt profile at time ``t0`` and their log-densities
+    (``stratified``: one sample per equal-probability stratum of the radial CDF, see
+    :meth:`Barenblatt.sample`)."""
 
-    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3) -> None:
+    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3,
+                 stratified: bool = False) -> None:
         self.dim = dim
         self.profile = Barenblatt(dim, m, C)
         self.t0 = float(t0)
+        self.stratified = bool(stratified)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = self.profile.sample(n, self.t0, generator)
+        x = self.profile.sample(n, self.t0, generator, stratified=self.stratified)
         log_rho = torch.from_numpy(np.log(self.profile.density(x.numpy(), self.t0)))
         dtype = torch.get_default_dtype()
         return x.to(dtype), log_rho.to(dtype)
@@ -118,12 +122,19 @@ class PorousMedium(Problem):
     ``M^(m-1) int p^m / (m - 1)`` (``M`` the profile's mass; ``M = 2`` for the paper's
     ``d = 1, m = 2, C = (3/16)^(1/3)``). Exact at every ``t``; the exact flow map is
     ``x -> x (t / t0)^b``.
+
+    ``stratified`` draws the initial particles by stratified sampling of the radial CDF instead
+    of i.i.d.: the Monte Carlo error of the internal-energy estimate, which a JKO-ICNN flow
+    meets at every step on the same particles, then falls like ``1/n`` rather than
+    ``1/sqrt(n)`` (docs/benchmarks.md, "PDE validation").
     """
 
-    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3, n: int = 200) -> None:
+    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3, n: int = 200,
+                 stratified: bool = False) -> None:
         if not t0 > 0:
             raise ValueError(f"t0={t0}: expected t0 > 0 (the profile is a Dirac mass at t = 0)")
         self.dim, self.m, self.C, self.t0, self.n = int(dim), float(m), float(C), float(t0), int(n)
+        self.stratified = bool(stratified)
         self.profile = Barenblatt(self.dim, self.m, self.C)
 
     @property
@@ -134,7 +145,8 @@ class PorousMedium(Problem):
     def spec(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
-            "sampler": {"kind": "barenblatt", "n": self.n, "m": self.m, "C": self.C, "t0": self.t0},
+            "sampler": {"kind": "barenblatt", "n": self.n, "m": self.m, "C": self.C, "t0": self.t0,
+                        "stratified": self.stratified},
             "terms": [{"kind": "porous_medium", "weight": self.weight, "m": self.m}],
             "solver": {"tau": 1e-2, "steps": 10, "inner_iters": 300, "lr": 1e-2},
             "potential": {"kind": "ficnn", "widths": [32, 32]},

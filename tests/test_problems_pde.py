@@ -123,3 +123,14 @@ def test_quick_bench_steady_state_flows(index: int) -> None:
     assert r["w_last"] < 0.06, r["w_last"]
     assert r["F_rel_error"] < 0.05, r["F_rel_error"]
     assert r["ideal_deviation"][-1] < 0.05
+
+
+def test_stratified_barenblatt_has_one_point_per_stratum() -> None:
+    run = jkoflow.build({"problem": {"kind": "porous-medium", "n": 500, "stratified": True}, "dtype": "float64"})
+    pm = run.problem
+    u = np.sort(pm.cdf0(run.x0[:, 0].numpy()))
+    np.testing.assert_array_equal(np.floor(u * 500).astype(int), np.arange(500))
+    np.testing.assert_allclose(run.log_density0.numpy(), np.log(pm.exact_density(run.x0.numpy(), pm.t0)), atol=1e-6)  # float32 sampler
+    iid = jkoflow.build({"problem": {"kind": "porous-medium", "n": 500}, "dtype": "float64"})
+    u_iid = np.sort(pm.cdf0(iid.x0[:, 0].numpy()))
+    assert not np.array_equal(np.floor(u_iid * 500).astype(int), np.arange(500))
