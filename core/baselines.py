@@ -45,22 +45,25 @@ def particle_jko(
     seconds: list[float] = []
     for _ in range(steps):
         start = time.perf_counter()
-        x = xs[-1]
-        y = x.clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([y], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-2,
-                                history_size=50, line_search_fn="strong_wolfe")
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            ctx = StepContext(x=x, y=y, tau=tau)
-            loss = functional.inner_objective(ctx) + ((y - x) ** 2).sum(1).mean() / (2 * tau)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        xs.append(y.detach().clone())
+        xs.append(_proximal_step(functional, xs[-1], tau, max_iter, tol))
         seconds.append(time.perf_counter() - start)
     return xs, seconds
+
+
+def _proximal_step(functional: Functional, x: Tensor, tau: float, max_iter: int, tol: float) -> Tensor:
+    """``argmin_y Fhat(y) + mean_i |y_i - x_i|^2 / (2 tau)`` by L-BFGS from ``y = x``."""
+    y = x.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([y], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-2,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = functional.inner_objective(StepContext(x=x, y=y, tau=tau)) + ((y - x) ** 2).sum(1).mean() / (2 * tau)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return y.detach().clone()
 
 
 def ula(

@@ -145,13 +145,15 @@ def _grid(problem: Any, x: np.ndarray, t: float, points: int) -> tuple[np.ndarra
 
 
 def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int | None = None,
-             keep_flow: bool = False) -> dict[str, Any]:
-    """Run one case and return its per-step metrics and summary (see the module docstring)."""
+             keep_flow: bool = False, solver: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one case and return its per-step metrics and summary (see the module docstring).
+
+    ``n`` overrides the number of particles, ``solver`` individual solver settings."""
     registry = registry or default_registry()
     problem_spec = dict(case.problem)
     if n is not None:
         problem_spec["n"] = n
-    spec = {"problem": problem_spec, "seed": seed, "solver": dict(case.solver)}
+    spec = {"problem": problem_spec, "seed": seed, "solver": {**case.solver, **(solver or {})}}
     if case.potential:
         spec["potential"] = dict(case.potential)
     run = build(spec, registry)
@@ -237,7 +239,7 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
         bm = problem.metrics(t0 + steps * tau, flow.particles[0], bx[-1], None)
         out["baseline"] = {"kind": "particle JKO (L-BFGS)", "seconds_per_step": statistics.median(bsec),
                            **({"w_last": bm[wk]} if wk in bm else {}),
-                           **{"map_error_last": bm[k] for k in ("map_error", "map_error_steady") if k in bm}}
+                           "map_error_last": bm.get("map_error", bm.get("map_error_steady"))}
         if "ideal_deviation" in out:
             out["baseline"]["ideal_deviation_last"] = float(deviation(traj, u, [bx[-1].numpy()[:, 0]])[0])
     elif case.baseline == "ula":
@@ -278,6 +280,31 @@ def table(results: Sequence[dict[str, Any]]) -> str:
             f"{_fmt(r.get('map_error_last'))} | {_fmt(r.get('density_l1_rel'), '.3f')} | {_fmt(r.get('roundtrip_max'), '.1e')} | "
             f"{_fmt(r.get('F_abs_error'))} ({r.get('F_ref_kind', '-')}) | {_fmt(dev[-1] if dev else None)} | "
             f"{_fmt(r.get('deviation_ratio_worst'), '.2f')} | {_fmt(base.get('w_last'))} |"
+        )
+    return "\n".join(lines)
+
+
+def ideal_table(results: Sequence[dict[str, Any]]) -> str:
+    """Per case (over seeds): the ideal JKO's own error to the PDE after step 1 and at the last
+    step (on its quantile grid, as in the issue's table), jkoflow's error to the PDE, its deviation
+    from the ideal at the last step, and the worst ratio deviation / ideal error over steps and seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("ideal_error_grid") is not None and r.get("deviation_ratio_worst") is not None:
+            groups.setdefault(r["label"], []).append(r)
+    if not groups:
+        return ""
+    head = ("| case | seeds | ideal err step 1 | ideal err last | jkoflow err last (mean, max) | dev last (mean, max) | "
+            "worst dev / ideal err (per seed) |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for label, rs in groups.items():
+        flow_last = [r["flow_error"][-1] for r in rs]
+        dev_last = [r["ideal_deviation"][-1] for r in rs]
+        worst = ", ".join(f"{r['deviation_ratio_worst']:.2f}" for r in rs)
+        lines.append(
+            f"| {label} | {','.join(str(r['seed']) for r in rs)} | {rs[0]['ideal_error_grid'][1]:.4f} | "
+            f"{rs[0]['ideal_error_grid'][-1]:.4f} | {np.mean(flow_last):.4f}, {max(flow_last):.4f} | "
+            f"{np.mean(dev_last):.4f}, {max(dev_last):.4f} | {worst} |"
         )
     return "\n".join(lines)
 
@@ -362,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--n", type=int, default=None, help="override the number of particles")
     parser.add_argument("--out", default=None, help="directory for results.json, table.md and figures")
+    parser.add_argument("--steps", type=int, default=None, help="override the number of JKO steps")
+    parser.add_argument("--iters", type=int, default=None, help="override the inner iterations per step")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(args.threads)
@@ -376,12 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for case in cases:
         for seed in seeds:
-            r = run_case(case, seed, n=args.n, keep_flow=out is not None)
+            overrides = {k: v for k, v in (("steps", args.steps), ("inner_iters", args.iters)) if v is not None}
+            r = run_case(case, seed, n=args.n, keep_flow=out is not None, solver=overrides)
             results.append(r)
             print(table([r]).splitlines()[-1], flush=True)
             if out:
                 figure(r, out / f"{_slug(case.label)}_seed{seed}.png")
     text = table(results)
+    sweep = ideal_table(results)
+    if sweep:
+        text += "\n\n" + sweep
     print()
     print(text)
     if out:
@@ -392,4 +425,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Case", "PRESETS", "figure", "main", "run_case", "table"]
+__all__ = ["PRESETS", "Case", "figure", "ideal_table", "main", "run_case", "table"]

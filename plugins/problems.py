@@ -13,12 +13,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
-from jkoflow.metrics import mean_displacement, normal_cdf, w1_between_samples, w1_to_cdf, w2_between_samples
+from jkoflow.metrics import (
+    mean_displacement,
+    normal_cdf,
+    w1_between_samples,
+    w1_to_cdf,
+    w2_between_samples,
+)
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
 from jkoflow.sampler import Sampler
+from torch import Tensor
 
 from .barenblatt import Barenblatt
 

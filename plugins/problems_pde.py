@@ -29,13 +29,11 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.special import betainc, betaincinv, gammaln
-from torch import Tensor
-
 from jkoflow.metrics import mean_displacement, normal_cdf, w1_to_cdf, w2_between_samples
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
+from scipy.special import betainc, betaincinv, gammaln
+from torch import Tensor
 
 _FLOOR_SEED = 12345
 _REF_SAMPLES = 4000

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
+import jkoflow
 import numpy as np
 import pytest
 import torch
-
-import jkoflow
 from jkoflow.flow import Flow
 from jkoflow.inverse import InversionError, invert, invert_flow
 from jkoflow.plugins.potentials import ficnn

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 
+import jkoflow
 import numpy as np
 import pytest
 import torch
+from jkoflow.reference import (
+    Energy1D,
+    IdealJKO1D,
+    deviation,
+    energy_from_functional,
+    ideal_jko,
+    quantiles,
+)
 from scipy.stats import norm
-
-import jkoflow
-from jkoflow.reference import Energy1D, IdealJKO1D, deviation, energy_from_functional, ideal_jko, quantiles
 
 U = (np.arange(2000) + 0.5) / 2000
 
@@ -26,7 +32,10 @@ def test_entropy_step_matches_gaussian_jko() -> None:
     # JKO of F = int rho log rho between centred Gaussians: s' minimizes -log s' + (s' - s)^2/(2 tau),
     # so s' = (s + sqrt(s^2 + 4 tau)) / 2; the quantile particles must be s' Phi^{-1}(u)
     tau, s = 0.1, 1.0
-    f = lambda r: r * torch.log(r)  # noqa: E731
+
+    def f(r: torch.Tensor) -> torch.Tensor:
+        return r * torch.log(r)
+
     traj = IdealJKO1D(Energy1D(f=f), tau).run(s * norm.ppf(U), 1)
     s1 = (s + math.sqrt(s * s + 4 * tau)) / 2
     middle = (U > 0.02) & (U < 0.98)
