@@ -559,6 +559,18 @@ def assert_valid_functional(
         ld = LogDet(value=logdet.detach(), surrogate=logdet) if Need.LOGDET in needs else None
         return StepContext(x=x, y=y, tau=0.1, logdet=ld, log_density=log_rho if Need.LOG_DENSITY in needs else None)
 
+    def objective(ctx: StepContext) -> Tensor:
+        try:
+            with _seeded(seed):
+                return functional.inner_objective(ctx)
+        except Exception as exc:  # noqa: BLE001 - reported with what the context held
+            declared = sorted(k.name for k in needs) or ["nothing"]
+            raise ConformanceError(
+                f"{what}: inner_objective raised {type(exc).__name__}: {exc} (needs declares {', '.join(declared)}; "
+                f"the context held logdet={'set' if ctx.logdet is not None else 'None'}, "
+                f"log_density={'set' if ctx.log_density is not None else 'None'}: declare every Need you use)"
+            ) from exc
+
     # dtype handling, in float32 and float64, at the identity map
     for dtype in (torch.float32, torch.float64):
         begin(dtype)
@@ -567,8 +579,7 @@ def assert_valid_functional(
         theta = torch.zeros((), dtype=dtype, requires_grad=True)
         y = x + theta * x
         logdet = torch.zeros(n, dtype=dtype) + 0 * theta
-        with _seeded(seed):
-            obj = functional.inner_objective(context(x, y, logdet, log_rho))
+        obj = objective(context(x, y, logdet, log_rho))
         if not isinstance(obj, Tensor) or obj.ndim != 0:
             _fail(what, f"inner_objective returned {getattr(obj, 'shape', type(obj))}: expected a 0-dim tensor")
         if obj.dtype != dtype or not torch.isfinite(obj):
@@ -600,8 +611,7 @@ def assert_valid_functional(
             theta = torch.tensor(float(th), dtype=torch.float64, requires_grad=True)
             y = step.push(x, theta)
             logdet = step.logdet(theta).expand(n)
-            with _seeded(seed):
-                obj = functional.inner_objective(context(x, y, logdet, log_rho))
+            obj = objective(context(x, y, logdet, log_rho))
             (grad,) = torch.autograd.grad(obj, theta, allow_unused=True)
             auto = 0.0 if grad is None else float(grad)
             with _seeded(seed):
@@ -749,7 +759,10 @@ def assert_valid_divergence(
     * finite on single points, on clouds with duplicated points, and on identical clouds,
       with a finite gradient in ``x``;
     * weights: explicit uniform weights change nothing, and a point listed twice weighs as one
-      point of double weight (``D`` depends on the measures only).
+      point of double weight (``D`` depends on the measures only). A divergence that takes
+      uniform weights only declares ``supports_weights = False`` and skips this part.
+
+    Deterministic edge cases run first (they fail fast); then hypothesis draws clouds.
     """
     if not isinstance(divergence, Divergence) and callable(divergence):
         divergence = divergence()
@@ -759,8 +772,14 @@ def assert_valid_divergence(
 
     def call(x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None, *, grad: bool = False) -> Tensor:
         x = x.detach().clone().requires_grad_(grad)
-        with _seeded(seed):
-            val = divergence(x, y, a, b)
+        try:
+            with _seeded(seed):
+                val = divergence(x, y, a, b)
+        except Exception as exc:  # noqa: BLE001 - reported with the inputs
+            weights = "" if a is None and b is None else " with explicit weights a, b"
+            raise ConformanceError(
+                f"{what}: raised {type(exc).__name__}: {exc} on clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}{weights}"
+            ) from exc
         if not isinstance(val, Tensor) or val.ndim != 0:
             _fail(what, f"returned {getattr(val, 'shape', type(val))} for clouds {tuple(x.shape)}, {tuple(y.shape)}: expected a 0-dim tensor")
         if val.dtype != x.dtype:
@@ -777,6 +796,7 @@ def assert_valid_divergence(
         r = max(float(c.abs().max()) for c in clouds_)
         return atol * max(1.0, r * r)
 
+    weighted = check_weights and getattr(divergence, "supports_weights", True)
     cloud = clouds(dim, min_size=1, max_size=max_size, scales=(0.1, 10.0))
 
     def probe(x: Tensor, y: Tensor) -> None:
@@ -791,23 +811,26 @@ def assert_valid_divergence(
             dyx = call(y, x)
             if abs(float(dxy - dyx)) > eps + rtol * abs(float(dxy)):
                 _fail(what, f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g}\nx={x.tolist()}\ny={y.tolist()}")
-        if check_weights:
-            n, m = x.shape[0], y.shape[0]
-            a = torch.full((n,), 1.0 / n, dtype=x.dtype)
-            b = torch.full((m,), 1.0 / m, dtype=x.dtype)
-            d_ab = call(x, y, a, b)
-            if abs(float(d_ab - dxy)) > eps + rtol * abs(float(dxy)):
-                _fail(what, f"explicit uniform weights give {float(d_ab):.9g}, default weights {float(dxy):.9g}")
-            x_dup = torch.cat([x, x[:1]])
-            a_merged = a * n / (n + 1)
-            a_merged[0] *= 2
-            d_dup, d_merged = call(x_dup, y), call(x, y, a_merged, b)
-            if abs(float(d_dup - d_merged)) > eps + rtol * abs(float(d_dup)):
-                _fail(
-                    what,
-                    f"x with its first point listed twice gives {float(d_dup):.9g} but x with that point's weight "
-                    f"doubled gives {float(d_merged):.9g}: D must depend on the measures only\nx={x.tolist()}\ny={y.tolist()}",
-                )
+        if weighted:
+            weights_ok(x, y, dxy, eps)
+
+    def weights_ok(x: Tensor, y: Tensor, dxy: Tensor, eps: float) -> None:
+        n, m = x.shape[0], y.shape[0]
+        a = torch.full((n,), 1.0 / n, dtype=x.dtype)
+        b = torch.full((m,), 1.0 / m, dtype=x.dtype)
+        d_ab = call(x, y, a, b)
+        if abs(float(d_ab - dxy)) > eps + rtol * abs(float(dxy)):
+            _fail(what, f"explicit uniform weights give {float(d_ab):.9g}, default weights {float(dxy):.9g}")
+        x_dup = torch.cat([x, x[:1]])
+        a_merged = a * n / (n + 1)
+        a_merged[0] *= 2
+        d_dup, d_merged = call(x_dup, y), call(x, y, a_merged, b)
+        if abs(float(d_dup - d_merged)) > eps + rtol * abs(float(d_dup)):
+            _fail(
+                what,
+                f"x with its first point listed twice gives {float(d_dup):.9g} but x with that point's weight "
+                f"doubled gives {float(d_merged):.9g}: D must depend on the measures only\nx={x.tolist()}\ny={y.tolist()}",
+            )
 
     # the edge cases first (cheap, and where divergences break): single points, identical
     # and duplicated clouds, float32
@@ -818,6 +841,8 @@ def assert_valid_divergence(
     call(x[:1], x[:1], grad=True)
     call(torch.cat([x, x]), x, grad=True)
     call(x.float(), y.float())
+    if weighted:
+        weights_ok(x, y, call(x, y), tol(x, y))
 
     def fallback(rng: np.random.Generator) -> dict[str, Any]:
         size = lambda: (int(rng.integers(1, max_size + 1)), dim)  # noqa: E731
