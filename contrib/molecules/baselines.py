@@ -62,7 +62,7 @@ def direct_optimize(x0: Tensor, V: Callable[[Tensor], Tensor], divergence: Diver
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        objective = float(loss)
+        objective = loss.item()
         done += 1
         if not torch.isfinite(x).all():
             diverged = True
@@ -148,7 +148,7 @@ def amortization(flow: Any, problem: Any, sampler: Any, exclude: set[int], best:
         row: dict[str, Any] = {"size": n, "maps_seconds": t_maps, "maps_qed_median": float(np.nanmedian(q_maps)),
                                "maps_validity": 100.0 * float(np.isfinite(q_maps).mean()),
                                "maps_final_sd": sinkhorn_sd(y, x) if n <= full_up_to else None,
-                               "start_qed_median": float(np.median(sampler.qed))}
+                               "start_qed_median": float(np.nanmedian(qed_values(problem.decode(x))))}
         full = n <= full_up_to
         z, info = direct_optimize(x, V, make_divergence(problem), lambda_1=float(problem.settings["lambda_1"]),
                                   lambda_2=float(best["lambda_2"]), optimizer=best["optimizer"], lr=float(best["lr"]),
@@ -165,20 +165,27 @@ def amortization(flow: Any, problem: Any, sampler: Any, exclude: set[int], best:
     return rows
 
 
-def main_baselines(out: str | Path, maps: str | None = None, preset: str = "cpu", iters: int = 100,
-                   grid: str = "cpu", sizes: list[int] | None = None, seed: int = 0) -> dict[str, Any]:
+def main_baselines(out: str | Path, maps: str | None = None, preset: str = "cpu", iters: int = 50,
+                   grid: str = "cpu", sizes: list[int] | None = None, seed: int = 0, vae: str | None = None,
+                   surrogate: str | None = None) -> dict[str, Any]:
     """``jkoflow molecules baselines``: grid on the preset's start cloud (same seed as the flow),
     then, with ``maps``, the amortization table. Writes ``baselines.json`` in ``out``."""
     from .plugin import Molecules, MosesEmbeddings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    problem = Molecules(preset=preset, novelty=True)
+    problem = Molecules(preset=preset, novelty=True, vae=vae, surrogate=surrogate)
     spec = problem.spec()
-    sampler = MosesEmbeddings(128, source=spec["sampler"]["source"], qed_max=problem.qed_max)
+    sampler = MosesEmbeddings(128, source=spec["sampler"]["source"], vae=vae, qed_max=problem.qed_max)
     x0, _ = sampler.sample(spec["sampler"]["n"], torch.Generator().manual_seed(seed))
     start_smiles = problem.decode(x0)
-    rows = run_grid(problem, x0, start_smiles, grid=grid, iters=iters)
+    def log(row: dict[str, Any]) -> None:  # partial results survive an interruption
+        done.append(row)
+        (out / "baselines.partial.json").write_text(json.dumps({"grid": grid, "iters": iters, "rows": done},
+                                                               indent=1, default=float))
+
+    done: list[dict[str, Any]] = []
+    rows = run_grid(problem, x0, start_smiles, grid=grid, iters=iters, log=log)
     result: dict[str, Any] = {"grid": grid, "iters": iters, "preset": preset, "rows": rows,
                               "best": best_rows(rows)}
     if maps:

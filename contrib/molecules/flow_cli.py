@@ -28,7 +28,7 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--out", default=str(DEFAULT_PATH), help="surrogate checkpoint to write")
     s.add_argument("--n-train", type=int, default=40000, help="MOSES train molecules (seeded subset)")
     s.add_argument("--n-test", type=int, default=10000, help="MOSES test molecules for the test metrics")
-    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--epochs", type=int, default=100, help="paper: 100")
     s.add_argument("--lr", type=float, default=1e-2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
@@ -38,7 +38,9 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--maps", default=None, help="maps.pt of a trained flow (for the amortization table)")
     b.add_argument("--preset", default="cpu", help="problem preset giving n, lambdas, divergence")
-    b.add_argument("--iters", type=int, default=100, help="optimizer iterations of direct optimization")
+    b.add_argument("--iters", type=int, default=50, help="optimizer iterations of direct optimization")
+    b.add_argument("--vae", default=None, help="VAE checkpoint (default: the committed one)")
+    b.add_argument("--surrogate", default=None, help="QED surrogate checkpoint (default: the committed one)")
     b.add_argument("--grid", choices=["cpu", "paper"], default="cpu", help="learning-rate x lambda_2 grid")
     b.add_argument("--sizes", default="1000,2000,3000,4000,5000", help="cloud sizes of the amortization table")
     b.add_argument("--seed", type=int, default=0)
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from .baselines import main_baselines
 
         result = main_baselines(args.out, maps=args.maps, preset=args.preset, iters=args.iters, grid=args.grid,
-                                sizes=[int(s) for s in args.sizes.split(",") if s], seed=args.seed)
+                                sizes=[int(s) for s in args.sizes.split(",") if s], seed=args.seed,
+                                vae=args.vae, surrogate=args.surrogate)
         print(json.dumps(result.get("summary", {}), indent=1))
         return 0
     raise ValueError(f"unknown command {args.command!r}")

@@ -69,12 +69,12 @@ PRESETS: dict[str, dict[str, Any]] = {
               "lambda_2": 1e4, "divergence": "sinkhorn", "blur": 0.05, "warm_start": False,
               "widths": [100, 100], "source": "moses"},
     # this machine's settings (see docs/benchmarks.md, "Molecules")
-    "cpu": {"n": 1000, "tau": 1e-2, "steps": 20, "inner_iters": 40, "lr": 1e-3, "lambda_1": 1.0,
-            "lambda_2": 1e2, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
+    "cpu": {"n": 1000, "tau": 0.1, "steps": 10, "inner_iters": 30, "lr": 1e-3, "lambda_1": 1.0,
+            "lambda_2": 1.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
             "widths": [100, 100], "source": "moses"},
     # smoke test / CI: the committed MOSES sample, a handful of steps
-    "quick": {"n": 64, "tau": 1e-2, "steps": 4, "inner_iters": 20, "lr": 1e-3, "lambda_1": 1.0,
-              "lambda_2": 1e2, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
+    "quick": {"n": 64, "tau": 0.1, "steps": 3, "inner_iters": 20, "lr": 1e-3, "lambda_1": 1.0,
+              "lambda_2": 1.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
               "widths": [32, 32], "source": "sample"},
 }
 
@@ -152,6 +152,27 @@ class MosesEmbeddings(Sampler):
         return embed(vae, self.smiles, vae_file).float(), None
 
 
+def check_pair(vae: str | None, surrogate: str | None) -> bool:
+    """Warn (and return False) when the surrogate was trained on another VAE checkpoint than
+    ``vae``: its embeddings would then live in a different latent space."""
+    import warnings
+
+    from .pools import file_sha256
+
+    try:
+        _, info = load_surrogate(surrogate)
+    except FileNotFoundError:
+        return False
+    expected = info.get("vae_sha256")
+    actual = file_sha256(vae or DEFAULT_VAE)
+    if expected and expected != actual:
+        warnings.warn(f"the QED surrogate {surrogate or 'default'} was trained on VAE {expected[:12]}, but the VAE "
+                      f"{vae or DEFAULT_VAE} is {actual[:12]}: retrain it with `jkoflow molecules train-surrogate`",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
 # --- problem ---------------------------------------------------------------------------------
 class Molecules(Problem):
     """Raise drug-likeness while staying close: ``F = lambda_1 E V + lambda_2 D(rho, rho_0)``.
@@ -184,6 +205,7 @@ class Molecules(Problem):
         self.qed_max, self.novelty = float(qed_max), bool(novelty)
         steps_ = int(self.settings["steps"])
         self.metric_steps = sorted(set(metric_steps if metric_steps is not None else [0, steps_ // 2, steps_]))
+        self.pair_ok = check_pair(vae, surrogate)
         self.decoded: dict[int, list[str]] = {}
         self.qed: dict[int, np.ndarray] = {}
         self.results: dict[int, dict[str, float]] = {}
@@ -253,8 +275,14 @@ def sinkhorn_sd(x: Tensor, x0: Tensor, blur: float = EVAL_BLUR) -> float:
     """Evaluation Sinkhorn divergence ``S_eps(x, x0)`` (geomloss, ``eps = blur^2``)."""
     from jkoflow.plugins.divergences import Sinkhorn
 
-    with torch.no_grad():
-        value = float(Sinkhorn(blur=blur)(x.detach().float(), x0.detach().float()))
+    x, x0 = x.detach().float(), x0.detach().float()
+    if not (torch.isfinite(x).all() and torch.isfinite(x0).all()):
+        return float("nan")
+    try:
+        with torch.no_grad():
+            value = float(Sinkhorn(blur=blur)(x, x0))
+    except (ValueError, RuntimeError, MemoryError):  # geomloss cannot schedule astronomically large clouds
+        return float("nan")
     return value if math.isfinite(value) else float("nan")
 
 
