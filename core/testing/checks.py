@@ -79,10 +79,8 @@ class Counterexample:
                 f"(z = t x + (1-t) y = {fmt(self.z)}): {name}(z) = {self.lhs:.9g} > "
                 f"t {name}(x) + (1-t) {name}(y){strong} = {self.rhs:.9g}"
             )
-        return (
-            f"the Hessian of {name} at z={fmt(self.z)} has smallest eigenvalue {self.lhs:.6g} < {self.rhs:g} "
-            f"(found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
-        )
+        where = "" if self.x == self.y else f" (found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
+        return f"the Hessian of {name} at z={fmt(self.z)} has smallest eigenvalue {self.lhs:.6g} < {self.rhs:g}{where}"
 
 
 class ConvexityError(ConformanceError):
@@ -364,7 +362,7 @@ def assert_valid_potential_net(
     * ``transport(x) = grad u(x)``: matches central differences of ``u``; with
       ``create_graph=True`` it is differentiable in ``theta``, with ``False`` detached;
     * ``hessian``: ``(n, d, d)``, symmetric, matches central differences of ``transport``;
-      ``hvp(x, v) = H_u(x) v``;
+      ``hvp(x, v) = H_u(x) v`` and ``hvp_operator(x)(V) = H_u(x) V``;
     * ``u`` is ``strong_convexity``-strongly convex (:func:`assert_strongly_convex`);
     * ``project()`` leaves a valid net unchanged and, after ``adversarial_steps`` Adam steps
       (lr 1) that *maximize* non-convexity (minimize the Jensen gap), restores
@@ -446,6 +444,13 @@ def assert_valid_potential_net(
     ok, err = _close(hv.detach(), torch.einsum("nij,nj->ni", hess, v), 1e-8, 1e-8)
     if not ok:
         _fail(what, f"hvp(x, v) differs from hessian(x) @ v by {err:.3g}")
+
+    op = getattr(net64, "hvp_operator", None)
+    if callable(op):
+        vs = torch.randn(n, 2, d, generator=gen, dtype=torch.float64)
+        ok, err = _close(op(x)(vs).detach(), torch.einsum("nij,npj->npi", hess, vs), 1e-8, 1e-8)
+        if not ok:
+            _fail(what, f"hvp_operator(x)(V) differs from hessian(x) @ V by {err:.3g}")
 
     # convexity, as built
     try:
