@@ -37,11 +37,6 @@ pytest_plugins = ["pytester"]
 HOME = os.path.expanduser("~")  # pytester points HOME at a temporary folder; plugins' caches live here
 
 KNOWN_FAILURES = {
-    "divergence_to_start": (
-        "the default Sinkhorn (blur 0.05, scaling 0.5) returns gradients up to 7x off the derivative of its "
-        "own value (e.g. 0.0099 vs 0.072 in d=1); with scaling 0.99 they agree. Reported to the lead; "
-        "remove this entry once the built-in passes."
-    ),
     "sinkhorn_warm": (
         "contrib.molecules' WarmSinkhorn raises ValueError on explicit weights a, b (part of the Divergence "
         "signature); it passes with check_weights=False, so it should declare supports_weights = False. "
