@@ -83,6 +83,29 @@ def run_dim(dim: int, logdet: str | dict, steps: int, inner_iters: int, n: int, 
     }
 
 
+def markdown(result: dict) -> str:
+    """Per-step table of one dimension's run: JKO-ICNN vs ULA vs the exact and ideal-JKO references."""
+    head = (
+        f"d = {result['dim']}, logdet = {result['logdet']}, N = {result['n']}, "
+        f"{result['solver'].get('inner_iters')} inner iterations, lr {result['solver'].get('lr')}, "
+        f"ULA h = {result['ula_h']}\n\n"
+        "| step | t | JKO noise-free cov err | ULA noise-free cov err | JKO cov err (vs S_t) | ULA cov err (vs S_t) "
+        "| JKO mean err | JKO BW | ULA BW | ideal JKO vs exact | empirical ideal JKO vs exact (floor) "
+        "| JKO vs empirical ideal (solver error) | JKO NN ratio | wall s | CPU s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for j, u in zip(result["jko"], result["ula"]):
+        cpu = j.get("cpu_seconds")
+        lines.append(
+            f"| {j['step']} | {j['t']:.2f} | {j['map_cov_rel_error']:.4f} | {u['map_cov_rel_error']:.4f} | {j['cov_rel_error']:.4f} | "
+            f"{u['cov_rel_error']:.4f} | {j['mean_error']:.4f} | {j['bures_wasserstein']:.4f} | {u['bures_wasserstein']:.4f} | "
+            f"{j['ideal_jko_cov_rel_error']:.4f} | {j['emp_jko_vs_exact_cov_rel_error']:.4f} | {j['emp_jko_cov_rel_error']:.4f} | "
+            f"{j['nn_ratio']:.3f} | {j['seconds']:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, nargs="+", default=[20, 64, 128])
@@ -95,7 +118,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/fp_gaussian.json")
+    parser.add_argument("--render", nargs="+", help="print markdown tables from result JSON files and exit")
     args = parser.parse_args()
+    if args.render:
+        for path in args.render:
+            with open(path) as fh:
+                for result in json.load(fh):
+                    print(markdown(result))
+        return
     torch.set_num_threads(args.threads)
     names = args.logdet if len(args.logdet) == len(args.dims) else args.logdet[:1] * len(args.dims)
     results = []

@@ -12,6 +12,9 @@ surrogate's gradient is exactly ``tr(H^{-1} dH/dtheta)``):
 * ``cos``: cosine between the ``theta``-gradients of ``mean_i log det H_u(x_i)``;
 * ``matvecs``: the budget in Hessian-vector products per particle.
 
+Stochastic estimators precondition with ``G = A^T A + alpha I`` (the ICNN's learned quadratic,
+``PotentialNet.hessian_baseline``) unless marked "no precond.".
+
 ``exact-autograd`` is the generic route (``PotentialNet.hessian`` by vmapped double
 backpropagation) for reference.
 
@@ -34,12 +37,18 @@ from jkoflow.potential import PotentialNet
 
 CONFIGS: list[tuple[str, Any]] = [
     ("exact", ExactLogDet),
-    ("slq p=2 m=10", lambda: SLQLogDet(probes=2, lanczos_steps=10)),
+    ("slq p=4 m=10 (no precond.)", lambda: SLQLogDet(probes=4, lanczos_steps=10, precondition=False)),
+    ("hutchinson_cg p=4 (no precond.)", lambda: HutchinsonCGLogDet(probes=4, cg_rtol=1e-2, value_probes=4, lanczos_steps=10, precondition=False)),
+    ("hutchpp k=4 p=4 m=10 (no precond.)", lambda: HutchPPLogDet(sketch=4, probes=4, lanczos_steps=10, precondition=False)),
+    ("slq p=1 m=8", lambda: SLQLogDet(probes=1, lanczos_steps=8)),
+    ("slq p=2 m=8", lambda: SLQLogDet(probes=2, lanczos_steps=8)),
     ("slq p=4 m=10", lambda: SLQLogDet(probes=4, lanczos_steps=10)),
     ("slq p=8 m=30", lambda: SLQLogDet(probes=8, lanczos_steps=30)),
-    ("hutchinson_cg p=4 rtol=1e-2 (value p=4 m=10)", lambda: HutchinsonCGLogDet(probes=4, cg_rtol=1e-2, value_probes=4, lanczos_steps=10)),
-    ("hutchpp k=4 p=4 m=10", lambda: HutchPPLogDet(sketch=4, probes=4, lanczos_steps=10)),
+    ("hutchinson_cg p=2 (value p=2 m=8)", lambda: HutchinsonCGLogDet(probes=2, cg_rtol=1e-2, value_probes=2, lanczos_steps=8)),
+    ("hutchpp k=2 p=2 m=8", lambda: HutchPPLogDet(sketch=2, probes=2, lanczos_steps=8)),
 ]
+"""Budgets: ``p`` probes, ``m`` Lanczos steps, ``k`` Hutch++ sketch columns, CG to ``rtol = 1e-2``.
+Stochastic estimators precondition with the ICNN's quadratic part unless marked otherwise."""
 
 
 class _GenericHessian(LogDetEstimator):

@@ -116,6 +116,14 @@ class PotentialNet(nn.Module, abc.ABC):
 
         return apply
 
+    def hessian_baseline(self) -> Tensor | None:
+        """An ``x``-independent SPD matrix ``G(theta)`` that approximates ``H_u(x)`` (e.g. the
+        Hessian of a learned quadratic part), differentiable in ``theta``; ``None`` if there is
+        none. Stochastic log-det estimators precondition with it:
+        ``log det H_u = log det G + log det(L^{-1} H_u L^{-T})`` (``G = L L^T``), the first term
+        exact, the second near ``log det I`` and so cheap to estimate with small variance."""
+        return None
+
     def project(self) -> None:
         """Restore convexity after an optimizer step (e.g. clip ``W^z`` to be non-negative).
 

@@ -205,6 +205,16 @@ class ICNN(PotentialNet):
             shift = shift + self.quad.pow(2)
         return shift
 
+    def hessian_baseline(self) -> Tensor | None:
+        """``A^T A + alpha I`` (full quadratic) or ``(s^2 + alpha) I``: the ``x``-independent part
+        of ``H_u``; ``None`` without a quadratic term and ``alpha = 0``."""
+        eye = torch.eye(self.dim, dtype=self.out_z.dtype, device=self.out_z.device)
+        if self.quadratic == "full":
+            return self.quad.T @ self.quad + self.strong_convexity * eye
+        if self.quadratic == "scalar" or self.strong_convexity > 0:
+            return self._diag_shift() * eye
+        return None
+
     def transport(self, x: Tensor, create_graph: bool = True) -> Tensor:
         """``T(x) = grad u(x)`` by one explicit reverse sweep (same values as autograd)."""
         x = x.detach()

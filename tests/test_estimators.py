@@ -229,7 +229,7 @@ def test_auto_switches_at_threshold() -> None:
 def test_logdet_from_a_spec() -> None:
     base = {"dim": 3, "sampler": {"kind": "gaussian", "n": 4}, "terms": [{"kind": "entropy"}]}
     out = resolve({**base, "solver": {"tau": 0.1, "steps": 1, "logdet": "slq"}})
-    assert out["solver"]["logdet"] == {"kind": "slq", "probes": 8, "lanczos_steps": 30}
+    assert out["solver"]["logdet"] == {"kind": "slq", "probes": 8, "lanczos_steps": 30, "precondition": True}
     out = resolve({**base, "solver": {"tau": 0.1, "steps": 1, "logdet": {"kind": "hutchinson_cg", "probes": 2}}})
     assert out["solver"]["logdet"]["probes"] == 2 and out["solver"]["logdet"]["cg_rtol"] == 1e-3
     with pytest.raises(SpecError, match="solver.logdet.probes"):
@@ -261,3 +261,33 @@ def test_icnn_closed_forms_match_autograd(make, activation: str) -> None:  # typ
         for a, b, p in zip(*grads, params):
             zero = torch.zeros_like(p)
             torch.testing.assert_close(zero if a is None else a, zero if b is None else b)
+
+
+class BaselinePotential(QuadraticPotential):
+    """A quadratic whose :meth:`hessian_baseline` is its whole Hessian (``L^{-1} H L^{-T} = I``)."""
+
+    def hessian_baseline(self) -> Tensor:
+        return self.matrix()
+
+
+@pytest.mark.parametrize("name", ["slq", "hutchinson_cg", "hutchpp"])
+def test_preconditioning_with_the_whole_hessian_is_exact(name: str) -> None:
+    potential = BaselinePotential(spd(16, 1e3, seed=8))
+    x = torch.randn(4, 16, dtype=torch.float64)
+    ref_value, ref_grad = exact_reference(potential, x)
+    value, grad = estimate(name, potential, x)
+    torch.testing.assert_close(value, ref_value, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad[0], ref_grad[0], rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [SLQLogDet, HutchinsonCGLogDet])
+def test_preconditioning_by_the_icnn_quadratic_cuts_the_error(cls) -> None:  # type: ignore[no-untyped-def]
+    potential = random_icnn(32, seed=9)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    ref_value, _ = exact_reference(potential, x)
+    errors = []
+    for precondition in (False, True):
+        torch.manual_seed(1)
+        value = cls(probes=2, precondition=precondition)(potential, x).value
+        errors.append(float(((value - ref_value).abs() / ref_value.abs()).mean()))
+    assert errors[1] < errors[0] / 3, errors
