@@ -138,3 +138,14 @@ def test_stratified_barenblatt_has_one_point_per_stratum() -> None:
     iid = jkoflow.build({"problem": {"kind": "porous-medium", "n": 500}, "dtype": "float64"})
     u_iid = np.sort(pm.cdf0(iid.x0[:, 0].numpy()))
     assert not np.array_equal(np.floor(u_iid * 500).astype(int), np.arange(500))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_stratified_gaussian_has_one_point_per_stratum(dim: int) -> None:
+    run = jkoflow.build({"problem": {"kind": "aggregation", "dim": dim, "n": 400, "stratified": True}})
+    assert run.spec["_derived"]["sampler"]["kind"] == "gaussian-stratified"
+    x = run.x0.numpy()
+    u = np.sort(stats.norm.cdf(x[:, 0]) if dim == 1 else stats.chi(dim).cdf(np.linalg.norm(x, axis=1)))
+    np.testing.assert_array_equal(np.floor(u * 400).astype(int), np.arange(400))
+    exact = stats.multivariate_normal(np.zeros(dim), np.eye(dim)).logpdf(x)
+    np.testing.assert_allclose(run.log_density0.numpy(), exact, atol=1e-5)
