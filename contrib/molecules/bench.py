@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=50, help="direct-optimization iterations")
     p.add_argument("--baselines-json", default=None,
                    help="reuse the grid of `jkoflow molecules baselines` (its baselines.json) instead of --grid")
+    p.add_argument("--wait-baselines", type=float, default=3600.0,
+                   help="seconds to wait for --baselines-json to appear (then its partial results are used)")
     p.add_argument("--amortize-with", default="adam,0.1,1",
                    help="optimizer,lr,lambda_2 of direct optimization in the amortization table when no grid is "
                         "available (default: the paper's best configuration)")
@@ -207,11 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     best: list[dict[str, Any]] = []
     amort: list[dict[str, Any]] = []
-    if args.baselines_json:
-        loaded = json.loads(Path(args.baselines_json).read_text())
-        rows = loaded["rows"]
-        args.grid, args.iters = loaded.get("grid", "?"), int(loaded.get("iters", args.iters))
-    elif args.grid != "none":
+    if args.grid != "none" and not args.baselines_json:
         rows = run_grid(problem, flow.particles[0], problem.decoded[0], grid=args.grid, iters=args.iters)
     best = best_rows(rows) if rows else []
     sizes = [int(v) for v in args.sizes.split(",") if v]
@@ -225,13 +223,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                              iters=args.iters)
         for a in amort:
             a["direct_config"] = f"{chosen['optimizer']} lr {chosen['lr']:g} lambda_2 {chosen['lambda_2']:g}"
-    (out / "baselines.json").write_text(json.dumps({"grid": args.grid, "iters": args.iters, "rows": rows,
-                                                    "best": best, "amortization": amort}, indent=1, default=float))
     speed = [] if args.no_speed else speed_study(flow.particles[0])
     paper: dict[str, Any] = {}
     if args.paper_steps:
         paper = paper_run(problem, args.paper_steps, args.paper_inner, args.seed)
         (out / "paper_settings.json").write_text(json.dumps(paper, indent=1, default=float))
+    partial = False
+    if args.baselines_json:  # produced by a parallel `jkoflow molecules baselines` run: wait for it
+        path = Path(args.baselines_json)
+        waited = 0.0
+        while not path.exists() and waited < args.wait_baselines:
+            time.sleep(10.0)
+            waited += 10.0
+        if not path.exists() and path.with_name("baselines.partial.json").exists():
+            path, partial = path.with_name("baselines.partial.json"), True
+        if path.exists():
+            loaded = json.loads(path.read_text())
+            rows = loaded["rows"]
+            best = best_rows(rows)
+            args.grid, args.iters = loaded.get("grid", "?"), int(loaded.get("iters", args.iters))
+
+    (out / "baselines.json").write_text(json.dumps({"grid": args.grid, "iters": args.iters, "rows": rows,
+                                                    "best": best, "amortization": amort}, indent=1, default=float))
 
     # figures
     series = [(f"step {s}" + (" (start)" if s == 0 else ""), problem.qed[s]) for s in problem.metric_steps]
@@ -266,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += ["", f"### The paper's settings on a shorter run ({ps['steps']} JKO steps x {ps['inner_iters']} inner "
                   f"iterations, same start cloud)", "",
                   f"tau = {ps['tau']:g}, lambda_2 = {ps['lambda_2']:g}, D = {ps['divergence']} (blur {ps['blur']:g}), "
-                  f"warm start {ps['warm_start']}, lr {ps['lr']:g}, ICNN {ps['widths']}: {paper['seconds_per_step']:.0f} s "
+                  f"warm start {ps['warm_start']}, lr {ps['lr']:g}, ICNN {ps['widths']}: {paper['seconds_per_step']:.1f} s "
                   f"per JKO step here, so the paper's 100 steps would take {paper['seconds_per_step'] * 100 / 3600:.1f} h "
                   f"(at {ps['inner_iters']} inner iterations per step).", "",
                   HEAD, "|" + "---|" * 9, _row("rho_0 (start)", start),
@@ -274,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   _row(f"cpu preset, step {ps['steps']}", problem.results.get(ps["steps"], {})) if ps["steps"] in problem.results
                   else ""]
     if rows:
-        lines += ["", f"## Direct optimization grid ({args.grid} grid, {args.iters} iterations; paper Tables 6/7)", "",
+        lines += ["", f"## Direct optimization grid ({args.grid} grid, {args.iters} iterations; paper Tables 6/7)"
+                  + (" -- PARTIAL (the grid run had not finished)" if partial else ""), "",
                   "| optimizer | lambda_2 | lr | validity % | uniqueness % | QED median | Final SD | seconds |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in rows:

@@ -32,6 +32,9 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--lr", type=float, default=1e-2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--snapshot", action="store_true",
+                   help="first save a weights-only copy of --vae as vae.pt beside --out and train on that copy "
+                        "(the pair the flow then uses by default)")
     s.add_argument("--no-progress", action="store_true")
 
     b = sub.add_parser("baselines", help="direct optimization grid (paper Tables 6/7) and amortization (Table 8)")
@@ -53,8 +56,18 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = "jkoflow molecules " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.command == "train-surrogate":
+        from pathlib import Path
+
         from .surrogate import fit_from_pools, format_metrics
 
+        if args.snapshot:
+            from .vae import load_vae
+
+            copy = Path(args.out).parent / "vae.pt"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            load_vae(args.vae).save(copy)
+            print(f"saved a weights-only copy of {args.vae} to {copy}")
+            args.vae = str(copy)
         metrics = fit_from_pools(args.vae, args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                                  epochs=args.epochs, lr=args.lr, progress=not args.no_progress, command=command)
         print(format_metrics(metrics))

@@ -54,7 +54,7 @@ if _MISSING:
     raise ImportError(f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: "
                       "pip install 'jkoflow[molecules]'")
 
-from .pools import DEFAULT_VAE, embed, pool  # noqa: E402
+from .pools import default_vae, embed, pool  # noqa: E402
 from .sinkhorn import WarmSinkhorn  # noqa: E402
 from .surrogate import load_surrogate  # noqa: E402
 
@@ -69,8 +69,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "lambda_2": 1e4, "divergence": "sinkhorn", "blur": 0.05, "warm_start": False,
               "widths": [100, 100], "source": "moses"},
     # this machine's settings (see docs/benchmarks.md, "Molecules")
-    "cpu": {"n": 1000, "tau": 0.1, "steps": 10, "inner_iters": 30, "lr": 1e-3, "lambda_1": 1.0,
-            "lambda_2": 1.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
+    "cpu": {"n": 1000, "tau": 0.05, "steps": 20, "inner_iters": 30, "lr": 1e-3, "lambda_1": 1.0,
+            "lambda_2": 3.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
             "widths": [100, 100], "source": "moses"},
     # smoke test / CI: the committed MOSES sample, a handful of steps
     "quick": {"n": 64, "tau": 0.1, "steps": 3, "inner_iters": 20, "lr": 1e-3, "lambda_1": 1.0,
@@ -96,10 +96,10 @@ _VAES: dict[str, Any] = {}
 
 
 def get_vae(path: str | None = None) -> Any:
-    """The molecular VAE at ``path`` (default: the committed SELFIES checkpoint), cached."""
+    """The molecular VAE at ``path`` (default: :func:`.pools.default_vae`), cached."""
     from .vae import load_vae
 
-    p = str(Path(path).resolve()) if path else str(DEFAULT_VAE)
+    p = str(Path(path).resolve()) if path else str(default_vae())
     if p not in _VAES:
         _VAES[p] = load_vae(p)
     return _VAES[p]
@@ -148,7 +148,7 @@ class MosesEmbeddings(Sampler):
         vae = get_vae(self.vae_path)
         if vae.latent_dim != self.dim:
             raise ValueError(f"dim={self.dim} but the VAE's latent dimension is {vae.latent_dim}")
-        vae_file = self.vae_path or str(DEFAULT_VAE)
+        vae_file = self.vae_path or str(default_vae())
         return embed(vae, self.smiles, vae_file).float(), None
 
 
@@ -164,10 +164,10 @@ def check_pair(vae: str | None, surrogate: str | None) -> bool:
     except FileNotFoundError:
         return False
     expected = info.get("vae_sha256")
-    actual = file_sha256(vae or DEFAULT_VAE)
+    actual = file_sha256(vae or default_vae())
     if expected and expected != actual:
         warnings.warn(f"the QED surrogate {surrogate or 'default'} was trained on VAE {expected[:12]}, but the VAE "
-                      f"{vae or DEFAULT_VAE} is {actual[:12]}: retrain it with `jkoflow molecules train-surrogate`",
+                      f"{vae or default_vae()} is {actual[:12]}: retrain it with `jkoflow molecules train-surrogate`",
                       RuntimeWarning, stacklevel=2)
         return False
     return True
@@ -182,7 +182,9 @@ class Molecules(Problem):
     :mod:`.sinkhorn`) or ``"mmd"`` (``blur`` is then the Gaussian kernel's sigma). Decoding
     metrics are computed at ``metric_steps`` (default: first, middle and last step); every
     other step reports cheap metrics only (mean ``V``, mean predicted ``P(QED > 0.85)``, RMS
-    displacement).
+    displacement). Set the number of steps here (``[problem] steps = ...``) rather than with
+    ``solver.steps`` / ``--steps``, so that the default ``metric_steps`` include the last step.
+    ``vae`` / ``surrogate`` default to the committed pair (:func:`.pools.default_vae`).
     """
 
     t0 = 0.0

@@ -26,6 +26,15 @@ import torch
 from .data import Source, Split, cache_dir, cached_qed, load_smiles
 
 DEFAULT_VAE = Path(__file__).resolve().parent / "checkpoints" / "selfies" / "checkpoint.pt"
+"""The VAE being trained (helper of the data half); it changes while training runs."""
+PAIRED_VAE = Path(__file__).resolve().parent / "checkpoints" / "surrogate" / "vae.pt"
+"""The VAE snapshot the committed QED surrogate was trained on (model weights only)."""
+
+
+def default_vae() -> Path:
+    """The VAE the flow uses by default: the surrogate's paired snapshot when it exists (so
+    embeddings and surrogate live in the same latent space), else :data:`DEFAULT_VAE`."""
+    return PAIRED_VAE if PAIRED_VAE.exists() else DEFAULT_VAE
 
 
 def file_sha256(path: str | Path) -> str:

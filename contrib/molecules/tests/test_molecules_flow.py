@@ -193,17 +193,24 @@ def test_preset_spec_resolves() -> None:
 # --- end to end -------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed surrogate checkpoint")
-def test_quick_preset_raises_median_qed() -> None:
-    """The quick preset (committed MOSES sample, a few JKO steps) runs from a spec and the
-    median QED of the decoded molecules rises."""
+def test_quick_preset_runs_from_spec() -> None:
+    """The quick preset (committed MOSES sample, a few JKO steps) runs from a spec: the
+    surrogate objective falls, the predicted P(QED > 0.85) rises, and the decoded cloud stays
+    valid and unique.
+
+    Not asserted: that the median QED of the decoded molecules rises. With the committed
+    1-hour VAE it moves by noise only (seeds 0, 1, 2: +0.008, -0.012, +0.002), because decoded
+    QED correlates weakly with the surrogate (see docs/benchmarks.md, Molecules); a test of it
+    would pass or fail by the seed alone.
+    """
     import jkoflow
 
     run = jkoflow.build({"problem": {"kind": "molecules", "preset": "quick"}})
     flow = run.execute()
     problem = run.problem
-    last = flow.steps
     m0 = problem.metrics(0.0, flow.particles[0], flow.particles[0], None)
-    m1 = problem.metrics(last * flow.tau, flow.particles[0], flow.particles[-1], None)
-    assert m1["V_mean"] < m0["V_mean"]
-    assert m1["qed_median"] > m0["qed_median"]
-    assert m1["validity"] >= 90.0
+    m1 = problem.metrics(flow.steps * flow.tau, flow.particles[0], flow.particles[-1], None)
+    assert m1["V_mean"] < m0["V_mean"] - 1.0
+    assert m1["p_high_mean"] > m0["p_high_mean"]
+    assert m1["validity"] >= 95.0 and m1["uniqueness"] >= 95.0
+    assert 0.0 < m1["final_sd"] and m1["tanimoto_to_start"] < 1.0  # the cloud moved
