@@ -81,10 +81,10 @@ TAUS = (4e-2, 2e-2, 1e-2, 5e-3, 2.5e-3)
 PRESETS: dict[str, list[Case]] = {
     "quick": [
         _pm("porous-medium d=1 m=2", 100, 1e-2, 3, 100, 1e-2, [32, 32]),
-        Case("fokker-planck-nonlinear d=1", {"kind": "fokker-planck-nonlinear", "n": 100},
-             {"tau": 0.1, "steps": 3, "inner_iters": 100, "lr": 1e-2}, {"kind": "ficnn", "widths": [32, 32]}),
-        Case("aggregation d=1", {"kind": "aggregation", "n": 200},
-             {"tau": 1.0, "steps": 3, "inner_iters": 100, "lr": 1e-2}, {"kind": "ficnn", "widths": [32, 32]},
+        Case("fokker-planck-nonlinear d=1 stratified", {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": True},
+             {"tau": 0.1, "steps": 4, "inner_iters": 150, "lr": 1e-2}, {"kind": "ficnn", "widths": [64, 32]}),
+        Case("aggregation d=1 stratified", {"kind": "aggregation", "n": 200, "stratified": True},
+             {"tau": 1.0, "steps": 3, "inner_iters": 150, "lr": 1e-2}, {"kind": "ficnn", "widths": [32, 32]},
              baseline="particle"),
     ],
     # the paper code's settings (Adam lr 1e-3, warm start); porous medium over the tau table
