@@ -223,6 +223,13 @@ class FokkerPlanckGaussian(Problem):
     ``V`` is the registered ``quadratic`` potential with matrix ``2A`` (it is
     ``1/2 (x - c)^T M (x - c)``). ``tau`` is the JKO step of the ideal-JKO reference (and the
     suggested solver step): the ``jko_*`` metrics assume the run uses the same ``tau``.
+
+    Suggested network: FICNN (64, 64) up to ``dim = 32``, (8, 8) above. With few particles per
+    dimension (N/d = 8 at d = 64, 4 at d = 128 for N = 500) a wide network lowers the particle
+    objective by curving ``u`` at the particles themselves (the entropy is estimated by
+    ``log det H_u`` there) and drifts from the ideal JKO step: 3.6% after one step and 24% after
+    six at d = 128 with widths 64, against 0.4% after one step with widths 8
+    (docs/benchmarks.md). The learned quadratic carries the affine exact step either way.
     """
 
     def __init__(
@@ -259,7 +266,7 @@ class FokkerPlanckGaussian(Problem):
             "sampler": {"kind": "gaussian", "n": self.n, "mean": self.mean0, "std": self.std0},
             "terms": [{"kind": "potential", "weight": 1.0, "V": V}, {"kind": "entropy", "weight": 1.0}],
             "solver": {"tau": self.tau, "steps": self.steps, "inner_iters": 200, "lr": 1e-2, "logdet": "auto"},
-            "potential": {"kind": "ficnn", "widths": [64, 64]},
+            "potential": {"kind": "ficnn", "widths": [64, 64] if self.dim <= 32 else [8, 8]},
         }
 
     def ideal(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
