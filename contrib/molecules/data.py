@@ -174,6 +174,7 @@ def cached_qed(smiles: Sequence[str], key: str, cache: Path | None = None,
     os.close(fd)
     with open(tmp, "wb") as fh:
         np.savez(fh, qed=values, digest=np.array(digest))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return values
 
