@@ -16,9 +16,8 @@ import argparse
 import json
 import time
 
-import torch
-
 import jkoflow
+import torch
 from jkoflow.plugins.problems_gaussian import ula
 
 KEYS = (

@@ -29,9 +29,13 @@ import time
 from typing import Any
 
 import torch
-
 from jkoflow.logdet import LogDetEstimator
-from jkoflow.plugins.estimators import ExactLogDet, HutchinsonCGLogDet, HutchPPLogDet, SLQLogDet
+from jkoflow.plugins.estimators import (
+    ExactLogDet,
+    HutchinsonCGLogDet,
+    HutchPPLogDet,
+    SLQLogDet,
+)
 from jkoflow.plugins.potentials import ICNN, ficnn
 from jkoflow.potential import PotentialNet
 

@@ -27,12 +27,11 @@ from typing import Any
 
 import attrs
 import torch
-from torch import Tensor
-
 from jkoflow.functional import LogDet
 from jkoflow.logdet import LogDetError, LogDetEstimator, check_finite, warn
 from jkoflow.potential import PotentialNet
 from jkoflow.registry import Registry, hookimpl
+from torch import Tensor
 
 Operator = Callable[[Tensor], Tensor]
 """``V -> H_u(x_i) V[i, k]`` on tensors of shape ``(n, p, d)``."""

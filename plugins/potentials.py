@@ -36,10 +36,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as nnf
-from torch import Tensor, nn
-
 from jkoflow.potential import PotentialNet
 from jkoflow.registry import hookimpl
+from torch import Tensor, nn
 
 _Cache = tuple[list[Tensor], list[Tensor], Tensor]
 

@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from jkoflow.problem import Problem
+from jkoflow.registry import Registry, hookimpl
 from scipy.integrate import solve_ivp
 from scipy.spatial import cKDTree
 from torch import Tensor
-
-from jkoflow.problem import Problem
-from jkoflow.registry import Registry, hookimpl
 
 
 # --- Gaussian algebra --------------------------------------------------------------------
@@ -154,7 +153,7 @@ def ideal_jko_step(
         if np.linalg.norm(grad) <= tol * max(1.0, np.linalg.norm(S / tau)):
             break
 
-        def hess(dm: np.ndarray) -> np.ndarray:
+        def hess(dm: np.ndarray, Minv: np.ndarray = Minv) -> np.ndarray:
             out = G @ dm @ S + S @ dm @ G + Minv @ dm @ Minv
             return (out + out.T) / 2
 
@@ -205,7 +204,7 @@ def ula(
     x = x0.detach().to(torch.float64).clone()
     out, steps_done = [], 0
     for t in times:
-        target = int(round(t / h))
+        target = round(t / h)
         for _ in range(target - steps_done):
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
             x = x - h * (x - mu_t) @ B + math.sqrt(2 * h) * noise
@@ -320,14 +319,14 @@ class FokkerPlanckGaussian(Problem):
         }
         k = t / self.tau
         if abs(k - round(k)) < 1e-6:
-            m_k, s_k, p_k = self.ideal(int(round(k)))
+            m_k, s_k, p_k = self.ideal(round(k))
             z = m_k + (x0s - self.exact.m0) @ p_k.T
             cov_z = sample_cov(z)
             out["jko_cov_rel_error"] = relative_frobenius(cov_x, cov_z)
             out["jko_map_error"] = float(np.linalg.norm(xs - z, axis=1).mean())
             out["ideal_jko_cov_rel_error"] = relative_frobenius(cov_z, cov_y)
             out["ideal_jko_bures_wasserstein"] = bures_wasserstein(m_t, s_t, m_k, s_k)
-            e = self.empirical_ideal(x0s, int(round(k)))
+            e = self.empirical_ideal(x0s, round(k))
             out["emp_jko_cov_rel_error"] = relative_frobenius(cov_x, sample_cov(e))
             out["emp_jko_map_error"] = float(np.linalg.norm(xs - e, axis=1).mean())
             out["emp_jko_vs_exact_cov_rel_error"] = relative_frobenius(sample_cov(e), cov_y)

@@ -25,12 +25,7 @@ import warnings
 
 import pytest
 import torch
-from torch import Tensor, nn
-
 from jkoflow.logdet import LogDetError, LogDetWarning
-from jkoflow.potential import PotentialNet
-from jkoflow.registry import default_registry
-from jkoflow.spec import SpecError, resolve
 from jkoflow.plugins.estimators import (
     AutoLogDet,
     ExactLogDet,
@@ -40,6 +35,10 @@ from jkoflow.plugins.estimators import (
     lanczos,
 )
 from jkoflow.plugins.potentials import ficnn, resicnn
+from jkoflow.potential import PotentialNet
+from jkoflow.registry import default_registry
+from jkoflow.spec import SpecError, resolve
+from torch import Tensor, nn
 
 NAMES = default_registry().names("logdet")
 

@@ -10,13 +10,13 @@ ULA against the exact covariance; a short JKO-ICNN run against the ideal JKO of 
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import jkoflow
 import numpy as np
 import pytest
 import torch
-
-import jkoflow
 from jkoflow.plugins.problems_gaussian import (
     FokkerPlanckGaussian,
     GaussianFlow,
@@ -92,10 +92,10 @@ def test_ideal_jko_is_first_order_in_tau() -> None:
     exact = GaussianFlow(A, mu, m0, S0)
     errors = []
     for tau in (0.1, 0.05, 0.025):
-        m, S, _ = ideal_jko_trajectory(A, mu, m0, S0, tau, int(round(t / tau)))[-1]
+        _, S, _ = ideal_jko_trajectory(A, mu, m0, S0, tau, round(t / tau))[-1]
         errors.append(relative_frobenius(S, exact.cov(t)))
     assert errors[0] < 0.1
-    for coarse, fine in zip(errors, errors[1:]):
+    for coarse, fine in itertools.pairwise(errors):
         assert 1.6 < coarse / fine < 2.4
 
 
