@@ -99,3 +99,23 @@ def test_failure_keeps_completed_steps() -> None:
     assert info.value.flow.steps == 1
     assert len(info.value.flow.particles) == 2
     assert np.isfinite(info.value.flow.trajectory()).all()
+
+
+def test_minibatch_inner_loop_reaches_the_same_jko_step() -> None:
+    """batch_size < n: each inner iteration sees a random minibatch; for V = |x - c|^2/2 the
+    JKO map x -> c + (x - c)/(1 + tau) is the same for every batch, so all particles follow it."""
+    tau, c = 0.5, 1.0
+    _, flow = _run({
+        "dim": 1,
+        "sampler": {"kind": "gaussian", "n": 1000},
+        "terms": [{"kind": "potential", "V": {"kind": "quadratic", "center": c}}],
+        "solver": {"tau": tau, "steps": 1, "inner_iters": 150, "lr": 2e-2, "batch_size": 50},
+        "potential": {"widths": [8]},
+    })
+    expected = c + (flow.particles[0] - c) / (1 + tau)
+    assert (flow.particles[1] - expected).abs().max() < 0.02
+
+
+def test_batch_size_is_validated() -> None:
+    with pytest.raises(ValueError, match="batch_size=1: expected an integer >= 2"):
+        jkoflow.JKOSolver(tau=0.1, steps=1, batch_size=1)
