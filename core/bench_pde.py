@@ -122,8 +122,10 @@ PRESETS: dict[str, list[Case]] = {
 }
 
 
-def _w_key(metrics: dict[str, float]) -> str | None:
-    return next((k for k in W_KEYS if k in metrics), None)
+def _w_key(metrics: dict[str, float], dim: int = 1) -> str | None:
+    """The headline distance: W1 in 1-D, W2 (exact OT) in d >= 2 where the problem reports it."""
+    keys = W_KEYS if dim == 1 else ("w2", "w2_steady", *W_KEYS)
+    return next((k for k in keys if k in metrics), None)
 
 
 def _reference_density(problem: Any, grid: np.ndarray, t: float) -> np.ndarray | None:
@@ -203,7 +205,7 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
     out: dict[str, Any] = {"label": case.label, "seed": seed, "N": N, "dim": d, "steps": steps, "tau": tau,
                            "seconds_per_step": statistics.median(r.seconds for r in flow.records) if steps else 0.0,
                            "wall": wall, "per_step": per_step}
-    wk = _w_key(per_step[-1])
+    wk = _w_key(per_step[-1], d)
     if wk:
         out["w_key"] = wk
         out["w_last"] = per_step[-1][wk]
