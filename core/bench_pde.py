@@ -94,6 +94,7 @@ PRESETS: dict[str, list[Case]] = {
         _paper_pm(2000, 1e-2),
         _paper_pm(2000, 1e-2, stratified=True),
         _pm("porous-medium d=1 m=3", 200, 1e-2, 10, 400, 1e-3, [100, 20], m=3.0),
+        _pm("porous-medium d=1 m=3 stratified", 200, 1e-2, 10, 400, 1e-3, [100, 20], m=3.0, stratified=True),
         _pm("porous-medium d=2 m=2", 200, 1e-2, 10, 400, 1e-3, [100, 20], dim=2),
         Case("fokker-planck-nonlinear d=1 paper settings", {"kind": "fokker-planck-nonlinear", "n": 100},
              {"tau": 1e-2, "steps": 50, "inner_iters": 1000, "lr": 1e-3}, {"kind": "ficnn", "widths": [200, 50, 20]}),
