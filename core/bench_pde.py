@@ -424,7 +424,8 @@ def _slug(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jkoflow bench pde", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="quick (CI), full (paper settings), fig2 (2-D flows)")
-    parser.add_argument("--only", default=None, help="run only cases whose label contains this text")
+    parser.add_argument("--only", default=None, help="run only cases whose label contains every comma-separated text")
+    parser.add_argument("--exclude", default=None, help="skip cases whose label contains this text")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--n", type=int, default=None, help="override the number of particles")
     parser.add_argument("--out", default=None, help="directory for results.json, table.md and figures")
@@ -433,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     torch.set_num_threads(args.threads)
-    cases = [c for c in PRESETS[args.preset] if args.only is None or args.only in c.label]
+    wanted = [w for w in (args.only or "").split(",") if w]
+    cases = [c for c in PRESETS[args.preset]
+             if all(w in c.label for w in wanted) and not (args.exclude and args.exclude in c.label)]
     if not cases:
         print(f"jkoflow bench pde: no case of preset {args.preset!r} matches {args.only!r}")
         return 2
