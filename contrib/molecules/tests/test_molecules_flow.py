@@ -58,7 +58,8 @@ def _check_convex(V: QEDSurrogate, dim: int, seed: int) -> None:
     lam = torch.rand(256, 1, generator=g)
     with torch.no_grad():  # Jensen along random segments
         gap = lam[:, 0] * V(x) + (1 - lam[:, 0]) * V(y) - V(lam * x + (1 - lam) * y)
-    assert float(gap.min()) >= -1e-5 * (float(V(x).abs().max()) + 1)
+        scale = float(V(x).abs().max()) + 1
+    assert float(gap.min()) >= -1e-5 * scale
     for p in x[:3]:  # Hessian is positive semi-definite
         H = torch.autograd.functional.hessian(lambda z: V(z[None].double())[0], p.double())
         assert float(torch.linalg.eigvalsh(H).min()) >= -1e-8
@@ -134,7 +135,7 @@ def test_warm_sinkhorn_matches_geomloss(blur: float, shift: float) -> None:
         (g1,) = torch.autograd.grad(v1, x)
         v2 = div(x, ref)
         (g2,) = torch.autograd.grad(v2, x)
-        assert float(v2) == pytest.approx(float(v1), rel=2e-3, abs=1e-6)
+        assert v2.item() == pytest.approx(v1.item(), rel=2e-3, abs=1e-6)
         assert float((g1 - g2).norm() / g1.norm()) < 2e-2
         assert div.last_iters >= 1
 
@@ -191,10 +192,10 @@ def test_preset_spec_resolves() -> None:
 
 
 # --- end to end -------------------------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_PATH.exists(), reason="no committed surrogate checkpoint")
 def test_quick_preset_runs_from_spec() -> None:
-    """The quick preset (committed MOSES sample, a few JKO steps) runs from a spec: the
+    """The quick preset (committed MOSES sample, 64 particles, 3 JKO steps; about 1.5 s on an
+    idle core, 10 s on the loaded 2-core machine) runs from a spec: the
     surrogate objective falls, the predicted P(QED > 0.85) rises, and the decoded cloud stays
     valid and unique.
 
