@@ -284,8 +284,8 @@ class Aggregation(_SteadyStateProblem):
             "dim": self.dim,
             "sampler": _gaussian_sampler(self.n, self.std0, self.stratified),
             "terms": [{"kind": "interaction", "weight": 1.0, "W": "aggregation"}],
-            # -log|z| is singular: in float32 a wide step can round two of 1000 particles onto
-            # each other (W = +inf); float64 keeps them apart
+            # -log|z| is singular: in float32 the N = 1000, tau = 1 run met a non-finite loss at
+            # step 3 (docs/benchmarks.md); float64 runs clean
             "dtype": "float64",
             "solver": {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3},  # the paper code's settings
             "potential": {"kind": "ficnn", "widths": [50, 50, 50]},
