@@ -37,11 +37,6 @@ pytest_plugins = ["pytester"]
 HOME = os.path.expanduser("~")  # pytester points HOME at a temporary folder; plugins' caches live here
 
 KNOWN_FAILURES = {
-    "sinkhorn_warm": (
-        "contrib.molecules' WarmSinkhorn raises ValueError on explicit weights a, b (part of the Divergence "
-        "signature); it passes with check_weights=False, so it should declare supports_weights = False. "
-        "Reported; remove this entry once it does."
-    ),
 }
 
 

@@ -72,6 +72,8 @@ class WarmSinkhorn(Divergence):
     """
 
     symmetric = False
+    supports_weights = False
+    """Uniform weights only (the warm-started potentials are kept per particle)."""
 
     def __init__(self, blur: float = 0.05, scaling: float = 0.5, warm_iters: int = 5, tol: float = 1e-3) -> None:
         if not blur > 0:
