@@ -329,9 +329,6 @@ def test_without_the_flag_no_conformance_items_are_added(pytester: pytest.Pytest
     result.assert_outcomes(passed=1)
 
 
-NEEDS_DIM_128 = {"qed_surrogate", "moses_embeddings"}
-"""contrib.molecules entries that only work in the VAE's latent dimension 128: their factories
-should declare ``jkoflow_conformance_params = [{"dim": 128}]`` (reported)."""
 
 
 @pytest.mark.slow
@@ -341,5 +338,5 @@ def test_full_conformance_run(pytester: pytest.Pytester, monkeypatch: pytest.Mon
     monkeypatch.setenv("HOME", HOME)  # else contrib.molecules recomputes its QED cache (minutes)
     result = pytester.runpytest_subprocess("--jkoflow-conformance", "-p", "no:cacheprovider", "-W", "ignore", "-rf")
     failed = {line.split("::")[2].split("[")[0] for line in result.outlines if line.startswith("FAILED jkoflow-conformance::")}
-    assert failed <= set(KNOWN_FAILURES) | NEEDS_DIM_128, result.stdout.str()[-3000:]
+    assert failed <= set(KNOWN_FAILURES), result.stdout.str()[-3000:]
     assert result.parseoutcomes().get("passed", 0) >= 25

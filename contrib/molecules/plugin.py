@@ -288,6 +288,11 @@ def sinkhorn_sd(x: Tensor, x0: Tensor, blur: float = EVAL_BLUR) -> float:
     return value if math.isfinite(value) else float("nan")
 
 
+# Both live in the VAE's latent space: the conformance suite must check them in d = 128.
+qed_surrogate.jkoflow_conformance_params = [{"dim": 128}]  # type: ignore[attr-defined]
+MosesEmbeddings.jkoflow_conformance_params = [{"dim": 128}]  # type: ignore[attr-defined]
+
+
 @hookimpl
 def jkoflow_register(registry: Registry) -> None:
     registry.add("potential_fn", "qed_surrogate", qed_surrogate)

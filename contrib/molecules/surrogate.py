@@ -17,6 +17,8 @@ Checkpoints are plain dicts of tensors, numbers and strings (``torch.load(weight
 
 from __future__ import annotations
 
+import copy
+
 import math
 import time
 from pathlib import Path
@@ -52,7 +54,18 @@ class QEDSurrogate(nn.Module):
         self.register_buffer("scale", torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype != self.mean.dtype:  # e.g. float64 particles: evaluate a cast copy
+            return self._cast(x.dtype)(x)
         return self.icnn((x - self.mean) / self.scale)
+
+    def _cast(self, dtype: torch.dtype) -> QEDSurrogate:
+        """A copy of this (frozen) surrogate in ``dtype``, made once and kept until the next
+        :meth:`project` (i.e. the next training step)."""
+        copies = self.__dict__.setdefault("_copies", {})
+        if dtype not in copies:
+            copies[dtype] = copy.deepcopy(self).to(dtype)
+            copies[dtype].__dict__["_copies"] = {}
+        return copies[dtype]
 
     def prob_high(self, x: Tensor) -> Tensor:
         """``P(QED > threshold | x) = sigmoid(-V(x))``."""
@@ -60,6 +73,7 @@ class QEDSurrogate(nn.Module):
 
     def project(self) -> None:
         """Restore input convexity (non-negative ``W^z``) after an optimizer step."""
+        self.__dict__.pop("_copies", None)
         self.icnn.project()
 
     # --- persistence ---------------------------------------------------------------------
