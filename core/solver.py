@@ -121,7 +121,8 @@ class JKOSolver:
             raise ValueError(f"{functional!r} needs log-densities: pass log_density0 = log rho_0(x0)")
         track = log_density0 is not None
         if (Need.LOGDET in needs or track) and logdet is None:
-            raise ValueError(f"{functional!r} needs log det H_u: pass a LogDetEstimator as `logdet`")
+            why = f"{functional!r} needs log det H_u" if Need.LOGDET in needs else "carrying log-densities (log_density0 given)"
+            raise ValueError(f"{why}: pass a LogDetEstimator as `logdet`")
         torch.manual_seed(self.seed)
         x = x0.detach().clone()
         lrho = None if log_density0 is None else log_density0.detach().clone()
