@@ -35,6 +35,7 @@ from jkoflow.divergence import Divergence
 from jkoflow.functional import Functional, LogDet, Need, StepContext
 from jkoflow.logdet import LogDetError, LogDetEstimator
 from jkoflow.potential import PotentialNet
+from jkoflow.spec import INJECTED
 
 from .strategies import clouds, random_convex_potential
 
@@ -952,7 +953,7 @@ def factory_parameters(factory: Callable[..., Any]) -> list[str]:
     return [
         name
         for name, p in sig.parameters.items()
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in ("dim", "registry")
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in INJECTED
     ]
 
 
