@@ -34,12 +34,13 @@ KEYS = (
 
 
 def run_dim(
-    dim: int, logdet: str | dict, steps: int, inner_iters: int, n: int, lr: float, h: float, seed: int, widths: list[int] | None = None
+    dim: int, logdet: str | dict, steps: int, inner_iters: int, n: int, lr: float, h: float, seed: int, widths: list[int] | None = None,
+    solver_extra: dict | None = None,
 ) -> dict:
     spec = {
         "problem": {"kind": "fokker-planck-gaussian", "dim": dim, "n": n, "steps": steps},
         "seed": seed,
-        "solver": {"logdet": logdet, "inner_iters": inner_iters, "steps": steps, "lr": lr},
+        "solver": {"logdet": logdet, "inner_iters": inner_iters, "steps": steps, "lr": lr, **(solver_extra or {})},
     }
     if widths:
         spec["potential"] = {"widths": widths}
@@ -92,7 +93,8 @@ def markdown(result: dict) -> str:
         f"d = {result['dim']}, logdet = {result['logdet']}, N = {result['n']}, "
         f"{result['solver'].get('inner_iters')} inner iterations, lr {result['solver'].get('lr')}, "
         f"ICNN widths {result['potential'].get('widths')}, "
-        f"ULA h = {result['ula_h']}\n\n"
+        + "".join(f"{k} {result['solver'][k]}, " for k in ("fresh_samples", "lr_schedule", "batch_size") if result["solver"].get(k) not in (None, "constant"))
+        + f"ULA h = {result['ula_h']}\n\n"
         "| step | t | JKO noise-free cov err | ULA noise-free cov err | JKO cov err (vs S_t) | ULA cov err (vs S_t) "
         "| JKO mean err | JKO BW | ULA BW | ideal JKO vs exact | empirical ideal JKO vs exact (floor) "
         "| JKO vs empirical ideal (solver error) | JKO NN ratio | wall s | CPU s |\n"
@@ -121,6 +123,9 @@ def main() -> None:
     parser.add_argument("--ula-h", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--widths", type=int, nargs="+", help="ICNN hidden widths (default: the problem's [64, 64])")
+    parser.add_argument(
+        "--solver", default="{}", help='extra solver settings as JSON, e.g. \'{"fresh_samples": 500, "lr_schedule": "cosine"}\''
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/fp_gaussian.json")
     parser.add_argument("--render", nargs="+", help="print markdown tables from result JSON files and exit")
@@ -136,7 +141,7 @@ def main() -> None:
     results = []
     for dim, name in zip(args.dims, names):
         logdet = json.loads(name) if name.startswith("{") else name
-        results.append(run_dim(dim, logdet, args.steps, args.inner_iters, args.n, args.lr, args.ula_h, args.seed, args.widths))
+        results.append(run_dim(dim, logdet, args.steps, args.inner_iters, args.n, args.lr, args.ula_h, args.seed, args.widths, json.loads(args.solver)))
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1)
     print(f"wrote {args.out}")

@@ -11,11 +11,23 @@ over ``rho = (grad u_theta) # rho_t`` with ``u_theta`` an input-convex network, 
 
 then pushing the particles ``x_i <- grad u_theta(x_i)`` and their log-densities
 ``l_i <- l_i - log det H_u(x_i)``.
+
+With ``fresh_samples = B`` the inner objective is estimated, at every inner iteration, on
+``B`` new draws ``z ~ rho_0`` pushed through the maps of the previous steps,
+``x = T_t o ... o T_1 (z) ~ rho_t`` (paper Section 3: "particles of rho_t obtained via the
+pushforward map of previous point clouds"), with ``log rho_t(x) = log rho_0(z) -
+sum_s log det H_{u_s}`` when a term needs densities. Its expectation is then the population
+objective ``F((grad u) # rho_t) + E_{rho_t} |grad u(x) - x|^2 / (2 tau)`` rather than its value on one
+fixed cloud, so the fitted map approaches the ideal JKO map of ``rho_t`` instead of the
+minimizer for the empirical measure of the carried particles (whose sampling error biases
+every step the same way and accumulates). The carried particles are only pushed forward,
+for evaluation.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 
@@ -27,6 +39,11 @@ from .flow import Flow, StepRecord
 from .functional import Functional, Need, StepContext
 from .logdet import LogDetError, LogDetEstimator
 from .potential import PotentialNet
+
+Sample0 = Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]
+"""Draws ``(z, log rho_0(z))`` with ``z`` of shape ``(n, d)`` from the initial distribution."""
+
+LR_SCHEDULES = ("constant", "cosine")
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -80,6 +97,15 @@ class JKOSolver:
         uses them all. With many particles and a small batch the inner objective is an
         unbiased estimate over the whole cloud at the cost of ``batch_size`` particles per
         iteration, which shrinks the bias of fitting each step to one fixed small sample.
+    fresh_samples: draw this many new particles ``z ~ rho_0`` at every inner iteration and
+        push them through the previous steps' maps (see the module docstring); ``None``
+        trains on the carried particles. Needs ``sample0`` in :meth:`run`. The cost per
+        inner iteration grows with the step index (one gradient, plus one ``log det`` when a
+        term needs densities, per previous map and sample).
+    lr_schedule: ``"constant"`` or ``"cosine"`` (the inner learning rate decays from ``lr``
+        to ``lr / 100`` over ``inner_iters`` by a half cosine, restarting every step; with
+        stochastic objectives such as ``fresh_samples`` this averages out the gradient noise
+        that a constant rate leaves in the last iterate).
     progress: show a progress bar over JKO steps.
     """
 
@@ -92,12 +118,39 @@ class JKOSolver:
     seed: int = 0
     max_lr_drops: int = 4
     batch_size: int | None = attrs.field(default=None)
+    fresh_samples: int | None = attrs.field(default=None)
+    lr_schedule: str = attrs.field(default="constant")
     progress: bool = False
 
     @batch_size.validator
     def _check_batch_size(self, attribute: attrs.Attribute, value: int | None) -> None:
         if value is not None and not (isinstance(value, int) and value >= 2):
             raise ValueError(f"batch_size={value!r}: expected an integer >= 2 or None (all particles)")
+
+    @fresh_samples.validator
+    def _check_fresh_samples(self, attribute: attrs.Attribute, value: int | None) -> None:
+        if value is None:
+            return
+        if not (isinstance(value, int) and value >= 2):
+            raise ValueError(f"fresh_samples={value!r}: expected an integer >= 2 or None (train on the carried particles)")
+        if self.batch_size is not None:
+            raise ValueError(
+                f"fresh_samples={value!r} and batch_size={self.batch_size!r}: expected at most one of them "
+                "(fresh samples replace minibatches of the carried particles)"
+            )
+
+    @lr_schedule.validator
+    def _check_lr_schedule(self, attribute: attrs.Attribute, value: str) -> None:
+        if value not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={value!r}: expected one of {list(LR_SCHEDULES)}")
+
+    def lr_at(self, iteration: int, lr: float | None = None) -> float:
+        """Inner learning rate at ``iteration`` (0-based) of a step, starting from ``lr``."""
+        lr = self.lr if lr is None else lr
+        if self.lr_schedule == "constant" or self.inner_iters <= 1:
+            return lr
+        final = lr / 100
+        return final + 0.5 * (lr - final) * (1 + math.cos(math.pi * iteration / (self.inner_iters - 1)))
 
     def run(
         self,
@@ -107,15 +160,20 @@ class JKOSolver:
         log_density0: Tensor | None = None,
         logdet: LogDetEstimator | None = None,
         callback: Callable[[Flow], None] | None = None,
+        sample0: Sample0 | None = None,
     ) -> Flow:
         """Run ``steps`` JKO steps from the particles ``x0`` (shape ``(n, d)``).
 
         ``log_density0 = log rho_0(x0)`` lets the solver carry log-densities (needed by
         internal energies); ``logdet`` estimates ``log det H_u`` when a term needs it or when
         log-densities are carried. ``callback(flow)`` runs after step 0 and every step.
+        ``sample0(n, generator) -> (z, log rho_0(z))`` draws from ``rho_0``; required by
+        ``fresh_samples``.
         """
         if x0.ndim != 2:
             raise ValueError(f"x0 has shape {tuple(x0.shape)}: expected (n, d)")
+        if self.fresh_samples is not None and sample0 is None:
+            raise ValueError(f"fresh_samples={self.fresh_samples}: pass sample0(n, generator) drawing from rho_0")
         needs = functional.needs
         if Need.LOG_DENSITY in needs and log_density0 is None:
             raise ValueError(f"{functional!r} needs log-densities: pass log_density0 = log rho_0(x0)")
@@ -142,7 +200,7 @@ class JKOSolver:
                 start = time.perf_counter()
                 if step > 1:
                     potential = copy.deepcopy(potential) if self.warm_start else make_potential()
-                losses, transport, drops = self._fit(potential, functional, x, lrho, logdet, flow)
+                losses, transport, drops = self._fit(potential, functional, x, lrho, logdet, flow, sample0)
                 with torch.no_grad():
                     if track:
                         assert logdet is not None and lrho is not None
@@ -185,6 +243,7 @@ class JKOSolver:
         lrho: Tensor | None,
         logdet: LogDetEstimator | None,
         flow: Flow,
+        sample0: Sample0 | None = None,
     ) -> tuple[list[float], float, int]:
         """Inner loop: fit ``theta`` for one JKO step; returns the loss curve, the final
         transport term and how many times the learning rate was halved to recover."""
@@ -197,13 +256,20 @@ class JKOSolver:
         n = x.shape[0]
         batch = self.batch_size if self.batch_size is not None and self.batch_size < n else None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + len(flow.records))
+        wants_density = Need.LOG_DENSITY in functional.needs
+        base_lr = self.lr
         it = 0
         while it < self.inner_iters:
             optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr_at(it, base_lr)
             xb, lb = x, lrho
             if batch is not None:
                 idx = torch.randperm(n, generator=generator)[:batch].to(x.device)
                 xb, lb = x[idx], None if lrho is None else lrho[idx]
+            elif self.fresh_samples is not None:
+                assert sample0 is not None
+                xb, lb = self._fresh(sample0, generator, flow, logdet if wants_density else None, x)
             try:
                 y = potential.transport(xb)
                 transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * self.tau)
@@ -220,13 +286,12 @@ class JKOSolver:
                 if drops > self.max_lr_drops:
                     raise FlowDivergedError(
                         f"step {len(flow.records) + 1}, inner iteration {it}: non-finite loss after "
-                        f"{self.max_lr_drops} learning-rate halvings (lr now {optimizer.param_groups[0]['lr']:.3g}); "
+                        f"{self.max_lr_drops} learning-rate halvings (lr now {base_lr:.3g}); "
                         "try a smaller tau or lr, or a larger strong-convexity alpha",
                         flow,
                     )
                 potential.load_state_dict(last_good)
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
+                base_lr *= 0.5
                 optimizer.state.clear()
                 continue
             last_good = {k: v.detach().clone() for k, v in potential.state_dict().items()}
@@ -236,3 +301,21 @@ class JKOSolver:
             transport_value = transport.item()
             it += 1
         return losses, transport_value, drops
+
+    def _fresh(
+        self, sample0: Sample0, generator: torch.Generator, flow: Flow, logdet: LogDetEstimator | None, like: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """``B`` fresh particles of ``rho_t``: ``z ~ rho_0`` pushed through ``T_1, ..., T_t``,
+        with ``log rho_t`` carried when ``logdet`` is given."""
+        assert self.fresh_samples is not None
+        z, lz = sample0(self.fresh_samples, generator)
+        xb = z.to(device=like.device, dtype=like.dtype)
+        lb = None if logdet is None or lz is None else lz.to(device=like.device, dtype=like.dtype)
+        if logdet is not None and lb is None:
+            raise ValueError("fresh_samples: the functional needs log-densities, but sample0 returned none")
+        for previous in flow.potentials:
+            if lb is not None:
+                assert logdet is not None
+                lb = lb - logdet(previous, xb, grad=False).value.detach()
+            xb = previous.transport(xb, create_graph=False).detach()
+        return xb, lb

@@ -349,8 +349,14 @@ class Run:
         needs_density = Need.LOG_DENSITY in self.functional.needs or Need.LOGDET in self.functional.needs
         if needs_density and self.log_density0 is None:
             raise SpecError("sampler", f"{self.functional!r} needs log rho_0, which sampler {self.spec_sampler['kind']!r} does not provide")
+        dtype, device = self.x0.dtype, self.x0.device
+
+        def sample0(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+            z, lz = self.sampler.sample(n, generator)
+            return z.to(device=device, dtype=dtype), None if lz is None else lz.to(device=device, dtype=dtype)
+
         return self.solver.run(
-            self.functional, self.make_potential, self.x0, self.log_density0, self.logdet, callback=callback
+            self.functional, self.make_potential, self.x0, self.log_density0, self.logdet, callback=callback, sample0=sample0
         )
 
     @property

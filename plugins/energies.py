@@ -93,7 +93,14 @@ class QuadraticKernel:
 
 # --- internal energy densities f ---------------------------------------------------------
 class InternalFn(abc.ABC):
-    """A convex ``f`` of an internal energy ``int f(rho(x)) dx``, evaluated in ``log r``."""
+    """A convex ``f`` of an internal energy ``int f(rho(x)) dx``, evaluated in ``log r``.
+
+    ``pressure_is_constant`` marks an ``f`` whose ``P(r)/r`` does not depend on ``r`` (the
+    entropy: ``P(r) = r``); its inner objective then needs ``log det H_u`` but not the
+    densities ``rho_t(x_i)``, which spares the solver from carrying them for fresh samples.
+    """
+
+    pressure_is_constant: bool = False
 
     @abc.abstractmethod
     def f_over_r(self, log_r: Tensor) -> Tensor:
@@ -106,6 +113,8 @@ class InternalFn(abc.ABC):
 
 class Entropy(InternalFn):
     """``f(r) = r log r`` (negative entropy; heat equation)."""
+
+    pressure_is_constant = True
 
     def f_over_r(self, log_r: Tensor) -> Tensor:
         return log_r
@@ -283,10 +292,20 @@ class InternalEnergy(Functional):
                 raise TypeError(f"parameters {sorted(params)} given with a non-name f={f!r}")
             f = {"kind": f, **params}
         self.f = _internal_fn(f, registry)
+        if self.f.pressure_is_constant:
+            self.needs = frozenset({Need.LOGDET})
 
     def inner_objective(self, ctx: StepContext) -> Tensor:
-        assert ctx.logdet is not None and ctx.log_density is not None
-        log_xi = ctx.log_density - ctx.logdet.value
+        """``-mean_i P(xi_i)/xi_i * log det H_u(x_i)`` with ``xi_i = rho_t(x_i) / det H_u(x_i)``
+        the density at the pushed particle (weights detached: their gradient is that of
+        ``int f((grad u) # rho_t)``)."""
+        assert ctx.logdet is not None
+        if ctx.log_density is None:
+            if not self.f.pressure_is_constant:
+                raise ValueError(f"{self!r} needs the log-densities log rho_t(x_i) of the particles")
+            log_xi = -ctx.logdet.value
+        else:
+            log_xi = ctx.log_density - ctx.logdet.value
         weight = self.f.pressure_over_r(log_xi).detach()
         return -(weight * ctx.logdet.surrogate).mean()
 

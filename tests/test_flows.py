@@ -119,3 +119,81 @@ def test_minibatch_inner_loop_reaches_the_same_jko_step() -> None:
 def test_batch_size_is_validated() -> None:
     with pytest.raises(ValueError, match="batch_size=1: expected an integer >= 2"):
         jkoflow.JKOSolver(tau=0.1, steps=1, batch_size=1)
+
+
+def _heat_population_scale(tau: float, var: float) -> float:
+    """Ideal JKO step of the heat flow from N(m, var) in 1-D: the affine map x -> m + a (x - m)
+    minimizing -log a + (a - 1)^2 var / (2 tau), i.e. a = (1 + sqrt(1 + 4 tau / var)) / 2."""
+    return (1 + math.sqrt(1 + 4 * tau / var)) / 2
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_fresh_samples_fit_the_population_jko_step_not_the_carried_cloud(fresh: bool) -> None:
+    """Heat flow from N(0, 1) carrying only n = 12 particles (sample variance far from 1).
+    Fitted on those particles, a JKO step is the ideal step of their *empirical* measure
+    (scale a(var_hat)); fitted on 400 fresh draws of rho_0 pushed through the previous maps
+    at every inner iteration, it is the ideal step of the *population* (scale a(var_t)); over
+    two steps the two differ by 5 % here, so each assertion fails for the other setting."""
+    tau, steps = 0.1, 2
+    solver: dict = {"tau": tau, "steps": steps, "inner_iters": 200, "lr": 2e-2, "lr_schedule": "cosine"}
+    if fresh:
+        solver["fresh_samples"] = 400
+    run, flow = _run({
+        "problem": {"kind": "heat", "dim": 1, "n": 12},
+        "seed": 3,
+        "solver": solver,
+        "potential": {"widths": [8]},
+    })
+    x0 = flow.particles[0][:, 0].double()
+    var_hat = float(x0.var(unbiased=False))
+    assert abs(var_hat - 1) > 0.25  # the carried sample is far from its law
+    pop = emp = 1.0
+    var_pop, var_emp = 1.0, var_hat
+    for _ in range(steps):
+        a, b = _heat_population_scale(tau, var_pop), _heat_population_scale(tau, var_emp)
+        pop, emp = pop * a, emp * b
+        var_pop, var_emp = var_pop * a * a, var_emp * b * b
+    assert abs(pop / emp - 1) > 0.02
+    xt = flow.particles[-1][:, 0].double()
+    scale = float(((xt - xt.mean()) * (x0 - x0.mean())).sum() / ((x0 - x0.mean()) ** 2).sum())  # least-squares slope
+    if fresh:
+        assert abs(scale / pop - 1) < 0.005, (scale, pop, emp)
+    else:  # biased towards the empirical step (an ICNN is not affine between 12 points: 1.5 %)
+        assert abs(scale / emp - 1) < 0.015 and abs(scale / pop - 1) > 0.03, (scale, pop, emp)
+
+
+def test_fresh_samples_pushed_like_the_carried_particles() -> None:
+    """The fresh-sample push (z ~ rho_0 through T_1..T_t with log rho_t carried by log det H_u)
+    applied to the initial particles themselves reproduces the carried particles and densities."""
+    run, flow = _run({
+        "problem": {"kind": "porous-medium", "dim": 1, "n": 50},
+        "solver": {"steps": 2, "inner_iters": 20},
+        "potential": {"widths": [8]},
+    })
+    x0, l0 = flow.particles[0], flow.log_densities[0]
+    solver = jkoflow.JKOSolver(tau=flow.tau, steps=2, fresh_samples=50)
+    x, lx = solver._fresh(lambda n, g: (x0, l0), torch.Generator(), flow, run.logdet, x0)
+    assert torch.allclose(x, flow.particles[-1], atol=1e-6)
+    assert lx is not None and torch.allclose(lx, flow.log_densities[-1], atol=1e-5)
+
+
+def test_fresh_samples_are_validated() -> None:
+    from jkoflow.plugins.energies import entropy
+    from jkoflow.plugins.potentials import ficnn
+
+    with pytest.raises(ValueError, match="fresh_samples=1: expected an integer >= 2"):
+        jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=1)
+    with pytest.raises(ValueError, match="at most one of them"):
+        jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10, batch_size=10)
+    with pytest.raises(ValueError, match="lr_schedule='linear': expected one of"):
+        jkoflow.JKOSolver(tau=0.1, steps=1, lr_schedule="linear")
+    solver = jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10)
+    with pytest.raises(ValueError, match="pass sample0"):
+        solver.run(entropy(), lambda: ficnn(1, [4]), torch.zeros(3, 1))
+
+
+def test_cosine_schedule_runs_from_lr_to_lr_over_100() -> None:
+    solver = jkoflow.JKOSolver(tau=0.1, steps=1, inner_iters=11, lr=1e-2, lr_schedule="cosine")
+    assert solver.lr_at(0) == pytest.approx(1e-2)
+    assert solver.lr_at(5) == pytest.approx((1e-2 + 1e-4) / 2)
+    assert solver.lr_at(10) == pytest.approx(1e-4)
