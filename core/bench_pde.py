@@ -203,7 +203,9 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
     tau, steps = flow.tau, flow.steps
     xs = flow.trajectory().astype(np.float64)
     N, d = xs.shape[1], xs.shape[2]
-    out: dict[str, Any] = {"label": case.label, "seed": seed, "N": N, "dim": d, "steps": steps, "tau": tau,
+    label = case.label + "".join(f" {k}={v}" for k, v in (solver or {}).items() if k not in ("steps", "inner_iters"))
+    out: dict[str, Any] = {"label": label, "seed": seed,
+                           "solver": {k: v for k, v in run.spec["solver"].items() if k != "logdet"}, "N": N, "dim": d, "steps": steps, "tau": tau,
                            "seconds_per_step": statistics.median(r.seconds for r in flow.records) if steps else 0.0,
                            "wall": wall, "per_step": per_step}
     wk = _w_key(per_step[-1], d)
@@ -431,8 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="directory for results.json, table.md and figures")
     parser.add_argument("--steps", type=int, default=None, help="override the number of JKO steps")
     parser.add_argument("--iters", type=int, default=None, help="override the inner iterations per step")
+    parser.add_argument("--solver", default=None, metavar="JSON",
+                        help='other solver settings, e.g. \'{"fresh_samples": 200, "lr_schedule": "cosine"}\'')
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        extra = json.loads(args.solver) if args.solver else {}
+    except json.JSONDecodeError as exc:
+        parser.error(f"--solver {args.solver!r}: expected a JSON object ({exc})")
+    if not isinstance(extra, dict):
+        parser.error(f"--solver {args.solver!r}: expected a JSON object of solver settings")
     torch.set_num_threads(args.threads)
     wanted = [w for w in (args.only or "").split(",") if w]
     cases = [c for c in PRESETS[args.preset]
@@ -447,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for case in cases:
         for seed in seeds:
-            overrides = {k: v for k, v in (("steps", args.steps), ("inner_iters", args.iters)) if v is not None}
+            overrides = {**extra, **{k: v for k, v in (("steps", args.steps), ("inner_iters", args.iters)) if v is not None}}
             r = run_case(case, seed, n=args.n, keep_flow=out is not None, solver=overrides)
             results.append(r)
             print(table([r]).splitlines()[-1], flush=True)

@@ -257,6 +257,14 @@ class JKOSolver:
         batch = self.batch_size if self.batch_size is not None and self.batch_size < n else None
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + len(flow.records))
         wants_density = Need.LOG_DENSITY in functional.needs
+        pool: tuple[Tensor, Tensor | None] | None = None
+        if self.fresh_samples is not None:
+            assert sample0 is not None
+            # with densities, push in chunks of B: log det H_u of a chunk costs what one iteration's does
+            pool = self._fresh(
+                sample0, generator, flow, logdet if wants_density else None, x, self.fresh_samples * self.inner_iters,
+                chunk=self.fresh_samples if wants_density else 32768,
+            )
         base_lr = self.lr
         it = 0
         while it < self.inner_iters:
@@ -267,9 +275,10 @@ class JKOSolver:
             if batch is not None:
                 idx = torch.randperm(n, generator=generator)[:batch].to(x.device)
                 xb, lb = x[idx], None if lrho is None else lrho[idx]
-            elif self.fresh_samples is not None:
-                assert sample0 is not None
-                xb, lb = self._fresh(sample0, generator, flow, logdet if wants_density else None, x)
+            elif pool is not None:
+                assert self.fresh_samples is not None
+                chunk = slice(it * self.fresh_samples, (it + 1) * self.fresh_samples)
+                xb, lb = pool[0][chunk], None if pool[1] is None else pool[1][chunk]
             try:
                 y = potential.transport(xb)
                 transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * self.tau)
@@ -303,19 +312,34 @@ class JKOSolver:
         return losses, transport_value, drops
 
     def _fresh(
-        self, sample0: Sample0, generator: torch.Generator, flow: Flow, logdet: LogDetEstimator | None, like: Tensor
+        self,
+        sample0: Sample0,
+        generator: torch.Generator,
+        flow: Flow,
+        logdet: LogDetEstimator | None,
+        like: Tensor,
+        count: int,
+        chunk: int = 32768,
     ) -> tuple[Tensor, Tensor | None]:
-        """``B`` fresh particles of ``rho_t``: ``z ~ rho_0`` pushed through ``T_1, ..., T_t``,
-        with ``log rho_t`` carried when ``logdet`` is given."""
-        assert self.fresh_samples is not None
-        z, lz = sample0(self.fresh_samples, generator)
-        xb = z.to(device=like.device, dtype=like.dtype)
-        lb = None if logdet is None or lz is None else lz.to(device=like.device, dtype=like.dtype)
-        if logdet is not None and lb is None:
+        """``count`` fresh particles of ``rho_t`` in random order: ``z ~ rho_0`` pushed through
+        ``T_1, ..., T_t`` (in chunks of ``chunk`` points), with ``log rho_t`` carried when
+        ``logdet`` is given. One draw serves a whole inner loop, ``B`` points per iteration:
+        the same i.i.d. samples as per-iteration draws, pushed in a few large batches."""
+        z, lz = sample0(count, generator)
+        order = torch.randperm(z.shape[0], generator=generator)  # stratified samplers return sorted strata
+        z = z[order].to(device=like.device, dtype=like.dtype)
+        lz = None if lz is None else lz[order].to(device=like.device, dtype=like.dtype)
+        if logdet is not None and lz is None:
             raise ValueError("fresh_samples: the functional needs log-densities, but sample0 returned none")
-        for previous in flow.potentials:
-            if lb is not None:
-                assert logdet is not None
-                lb = lb - logdet(previous, xb, grad=False).value.detach()
-            xb = previous.transport(xb, create_graph=False).detach()
-        return xb, lb
+        xs, ls = [], []
+        for start in range(0, z.shape[0], chunk):
+            xb = z[start : start + chunk]
+            lb = None if logdet is None or lz is None else lz[start : start + chunk]
+            for previous in flow.potentials:
+                if lb is not None:
+                    assert logdet is not None
+                    lb = lb - logdet(previous, xb, grad=False).value.detach()
+                xb = previous.transport(xb, create_graph=False).detach()
+            xs.append(xb)
+            ls.append(lb)
+        return torch.cat(xs), None if ls[0] is None else torch.cat(ls)  # type: ignore[arg-type]

@@ -141,10 +141,12 @@ def test_metrics_of_the_reference_trajectories() -> None:
     assert m["emp_jko_cov_rel_error"] < 1e-12 and m["emp_jko_map_error"] < 1e-12
 
 
-def _jko_run_metrics(dim: int, n: int, steps: int, inner_iters: int, widths: list[int]) -> dict[str, float]:
+def _jko_run_metrics(
+    dim: int, n: int, steps: int, inner_iters: int, widths: list[int], fresh: int | None = None
+) -> dict[str, float]:
     spec = {
         "problem": {"kind": "fokker-planck-gaussian", "dim": dim, "n": n, "steps": steps},
-        "solver": {"inner_iters": inner_iters, "logdet": "exact"},
+        "solver": {"inner_iters": inner_iters, "logdet": "exact", "fresh_samples": fresh},
         "potential": {"widths": widths},
     }
     run = jkoflow.build(spec)
@@ -155,6 +157,22 @@ def test_tiny_jko_icnn_run_tracks_the_ideal_jko_of_its_particles() -> None:
     m = _jko_run_metrics(dim=3, n=100, steps=1, inner_iters=60, widths=[8, 8])
     assert m["emp_jko_cov_rel_error"] < 0.02, m
     assert abs(m["nn_ratio"] - 1) < 0.2, m
+
+
+def test_fresh_samples_track_the_population_ideal_jko_not_the_particles_one() -> None:
+    """30 carried particles in d = 3 (sample covariance ~ 30 % off): trained on 300 fresh draws
+    per inner iteration (the problem's default), the step follows the ideal JKO of rho_t itself,
+    so the carried particles follow the exact Lagrangian map far closer than their own
+    empirical ideal JKO does."""
+    m = _jko_run_metrics(dim=3, n=30, steps=2, inner_iters=150, widths=[8, 8], fresh=300)
+    assert m["jko_cov_rel_error"] < 0.02, m
+    assert m["emp_jko_vs_exact_cov_rel_error"] > 0.05, m
+    assert m["map_cov_rel_error"] < m["ideal_jko_cov_rel_error"] + 0.02, m
+
+
+def test_problem_suggests_fresh_samples() -> None:
+    run = jkoflow.build({"problem": {"kind": "fokker-planck-gaussian", "dim": 3, "n": 40}})
+    assert run.solver.fresh_samples == 40 and run.solver.lr_schedule == "cosine"
 
 
 @pytest.mark.slow
