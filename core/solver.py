@@ -99,7 +99,7 @@ class JKOSolver:
         iteration, which shrinks the bias of fitting each step to one fixed small sample.
     fresh_samples: draw this many new particles ``z ~ rho_0`` at every inner iteration and
         push them through the previous steps' maps (see the module docstring); ``None``
-        trains on the carried particles. Needs ``sample0`` in :meth:`run`. The cost per
+        (or ``0``, for TOML) trains on the carried particles. Needs ``sample0`` in :meth:`run`. The cost per
         inner iteration grows with the step index (one gradient, plus one ``log det`` when a
         term needs densities, per previous map and sample).
     lr_schedule: ``"constant"`` or ``"cosine"`` (the inner learning rate decays from ``lr``
@@ -129,10 +129,12 @@ class JKOSolver:
 
     @fresh_samples.validator
     def _check_fresh_samples(self, attribute: attrs.Attribute, value: int | None) -> None:
-        if value is None:
+        if value is None or value == 0:
             return
         if not (isinstance(value, int) and value >= 2):
-            raise ValueError(f"fresh_samples={value!r}: expected an integer >= 2 or None (train on the carried particles)")
+            raise ValueError(
+                f"fresh_samples={value!r}: expected an integer >= 2, or 0 / None (train on the carried particles)"
+            )
         if self.batch_size is not None:
             raise ValueError(
                 f"fresh_samples={value!r} and batch_size={self.batch_size!r}: expected at most one of them "
@@ -172,7 +174,7 @@ class JKOSolver:
         """
         if x0.ndim != 2:
             raise ValueError(f"x0 has shape {tuple(x0.shape)}: expected (n, d)")
-        if self.fresh_samples is not None and sample0 is None:
+        if self.fresh_samples and sample0 is None:
             raise ValueError(f"fresh_samples={self.fresh_samples}: pass sample0(n, generator) drawing from rho_0")
         needs = functional.needs
         if Need.LOG_DENSITY in needs and log_density0 is None:
@@ -258,7 +260,7 @@ class JKOSolver:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + len(flow.records))
         wants_density = Need.LOG_DENSITY in functional.needs
         pool: tuple[Tensor, Tensor | None] | None = None
-        if self.fresh_samples is not None:
+        if self.fresh_samples:
             assert sample0 is not None
             # with densities, push in chunks of B: log det H_u of a chunk costs what one iteration's does
             pool = self._fresh(

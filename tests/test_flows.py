@@ -183,12 +183,13 @@ def test_fresh_samples_are_validated() -> None:
     from jkoflow.plugins.energies import entropy
     from jkoflow.plugins.potentials import ficnn
 
-    with pytest.raises(ValueError, match="fresh_samples=1: expected an integer >= 2"):
+    with pytest.raises(ValueError, match="fresh_samples=1: expected an integer >= 2, or 0"):
         jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=1)
     with pytest.raises(ValueError, match="at most one of them"):
         jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10, batch_size=10)
     with pytest.raises(ValueError, match="lr_schedule='linear': expected one of"):
         jkoflow.JKOSolver(tau=0.1, steps=1, lr_schedule="linear")
+    assert jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=0, batch_size=10).batch_size == 10  # 0 = off (TOML has no None)
     solver = jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10)
     with pytest.raises(ValueError, match="pass sample0"):
         solver.run(entropy(), lambda: ficnn(1, [4]), torch.zeros(3, 1))
