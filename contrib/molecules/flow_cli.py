@@ -30,6 +30,13 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--n-test", type=int, default=10000, help="MOSES test molecules for the test metrics")
     s.add_argument("--epochs", type=int, default=100, help="paper: 100")
     s.add_argument("--lr", type=float, default=1e-2)
+    s.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (L2 on the ICNN weights)")
+    s.add_argument("--labels", choices=["original", "decoded"], default="original",
+                   help="label each training embedding by the QED of its molecule or of its greedy decoding")
+    s.add_argument("--augment", type=int, default=0,
+                   help="off-manifold points z + r u (r ~ U[0, R], u uniform on the sphere) labelled by the QED of "
+                        "their decoding")
+    s.add_argument("--augment-radius", type=float, default=3.0, help="R of --augment")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--snapshot", action="store_true",
@@ -69,7 +76,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             print(f"saved a weights-only copy of {args.vae} to {copy}")
             args.vae = str(copy)
         metrics = fit_from_pools(args.vae, args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                                 epochs=args.epochs, lr=args.lr, progress=not args.no_progress, command=command)
+                                 epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, labels=args.labels,
+                                 augment=args.augment, augment_radius=args.augment_radius,
+                                 progress=not args.no_progress, command=command)
         print(format_metrics(metrics))
         print(f"wrote {args.out}")
         return 0

@@ -202,16 +202,46 @@ def format_metrics(m: dict[str, Any]) -> str:
             f"train accuracy {m['train']['accuracy']:.3f}; {m['seconds']:.0f} s")
 
 
+def perturbed_embeddings(vae, z: Tensor, n: int, radius: float, seed: int = 0,
+                         batch_size: int = 1000) -> tuple[Tensor, np.ndarray]:
+    """Off-manifold training points: ``x_k = z_{i_k} + r_k u_k`` with ``i_k`` uniform over the
+    rows of ``z``, ``u_k`` uniform on the unit sphere and ``r_k ~ U[0, radius]``, labelled by
+    the QED of the *decoded* molecule ``decode(x_k)`` (0 where the decoding is invalid).
+
+    The flow moves particles away from the encoder's means; these points teach the surrogate
+    what the decoder makes of the space around them (seeded, ``n`` greedy decodings)."""
+    from .metrics import qed_values
+
+    if n < 0 or radius < 0:
+        raise ValueError(f"n={n} and radius={radius} must be non-negative")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(z), (n,), generator=g)
+    u = torch.randn(n, z.shape[1], generator=g)
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    x = z[idx].float() + radius * torch.rand(n, 1, generator=g) * u
+    q = [qed_values(vae.decode(x[i : i + batch_size])) for i in range(0, n, batch_size)]
+    qed = np.nan_to_num(np.concatenate(q) if q else np.zeros(0), nan=0.0)
+    return x, qed
+
+
 def fit_from_pools(vae_path: str | Path, out: str | Path, n_train: int = 40000, n_test: int = 10000,
-                   seed: int = 0, epochs: int = 30, lr: float = 1e-2, progress: bool = True,
-                   command: str = "") -> dict[str, Any]:
+                   seed: int = 0, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 0.0,
+                   labels: str = "original", augment: int = 0, augment_radius: float = 3.0,
+                   progress: bool = True, command: str = "") -> dict[str, Any]:
     """The ``train-surrogate`` pipeline: MOSES train/test pools -> QED (cached) -> VAE means
-    (cached) -> surrogate -> checkpoint at ``out`` (metrics beside it as JSON)."""
+    (cached) -> surrogate -> checkpoint at ``out`` (metrics beside it as JSON).
+
+    ``labels="decoded"`` labels each training embedding by the QED of its greedy decoding
+    instead of the original molecule's; ``augment > 0`` adds that many off-manifold points
+    (:func:`perturbed_embeddings`, radius ``augment_radius``) labelled by decoded QED. Test
+    metrics always use the original test molecules' QED."""
     import json
 
     from .pools import embed, file_sha256, pool
     from .vae import load_vae
 
+    if labels not in ("original", "decoded"):
+        raise ValueError(f"labels={labels!r}: expected 'original' or 'decoded'")
     vae = load_vae(vae_path)
     smi_tr, q_tr = pool("train", n_train, seed, progress=progress)
     smi_te, q_te = pool("test", 30000, seed, progress=progress)
@@ -220,12 +250,30 @@ def fit_from_pools(vae_path: str | Path, out: str | Path, n_train: int = 40000, 
     x_tr = embed(vae, smi_tr, vae_path)
     x_te = embed(vae, smi_te, vae_path)
     enc_seconds = time.perf_counter() - t0
-    model, metrics = train_surrogate(x_tr, q_tr, x_te, q_te, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    if labels == "decoded":
+        q_tr = _decoded_qed(vae, x_tr)
+    if augment:
+        x_aug, q_aug = perturbed_embeddings(vae, x_tr, augment, augment_radius, seed)
+        x_tr, q_tr = torch.cat([x_tr, x_aug]), np.concatenate([q_tr, q_aug])
+    label_seconds = time.perf_counter() - t0
+    model, metrics = train_surrogate(x_tr, q_tr, x_te, q_te, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                                     seed=seed, progress=progress)
     metrics.update({"n_train": len(smi_tr), "n_test": len(smi_te), "encode_seconds": enc_seconds,
+                    "labels": labels, "augment": augment, "augment_radius": augment_radius,
+                    "weight_decay": weight_decay, "label_seconds": label_seconds,
                     "vae_sha256": file_sha256(vae_path), "command": command})
     save_surrogate(model, out, metrics=_plain(metrics), vae_sha256=metrics["vae_sha256"], command=command)
     Path(out).with_suffix(".json").write_text(json.dumps(_plain(metrics), indent=1))
     return metrics
+
+
+def _decoded_qed(vae, z: Tensor, batch_size: int = 1000) -> np.ndarray:
+    """QED of the greedy decoding of each row of ``z`` (0 where invalid)."""
+    from .metrics import qed_values
+
+    q = [qed_values(vae.decode(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
+    return np.nan_to_num(np.concatenate(q), nan=0.0)
 
 
 def _plain(obj: Any) -> Any:
@@ -247,5 +295,5 @@ def surrogate_V(path: str | Path | None = None) -> QEDSurrogate:
 
 
 __all__: Sequence[str] = ["QEDSurrogate", "THRESHOLD", "classification_metrics", "fit_from_pools",
-                          "format_metrics", "load_surrogate", "save_surrogate", "surrogate_V",
+                          "format_metrics", "load_surrogate", "perturbed_embeddings", "save_surrogate", "surrogate_V",
                           "train_surrogate"]

@@ -20,3 +20,13 @@ def test_train_vae_arguments() -> None:
     assert defaults.repr == "selfies" and defaults.kl_weight == 1e-3 and not defaults.resume
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train-vae", "--repr", "inchi", "--out", "o"])
+
+
+def test_train_surrogate_arguments() -> None:
+    args = cli.build_parser().parse_args(
+        ["train-surrogate", "--vae", "v.pt", "--out", "s.pt", "--weight-decay", "1e-4", "--labels", "decoded",
+         "--augment", "500", "--augment-radius", "2.5", "--epochs", "7"])
+    assert (args.command, args.vae, args.out, args.epochs) == ("train-surrogate", "v.pt", "s.pt", 7)
+    assert (args.weight_decay, args.labels, args.augment, args.augment_radius) == (1e-4, "decoded", 500, 2.5)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train-surrogate", "--labels", "predicted"])

@@ -215,3 +215,26 @@ def test_quick_preset_runs_from_spec() -> None:
     assert m1["p_high_mean"] > m0["p_high_mean"]
     assert m1["validity"] >= 95.0 and m1["uniqueness"] >= 95.0
     assert 0.0 < m1["final_sd"] and m1["tanimoto_to_start"] < 1.0  # the cloud moved
+
+
+def test_perturbed_embeddings_are_labelled_by_their_decoding() -> None:
+    """Off-manifold points lie within ``radius`` of a training embedding, are seeded, and carry
+    the QED of their own greedy decoding (0 for an invalid one)."""
+    from jkoflow.contrib.molecules import data, tokens, vae as vae_mod
+    from jkoflow.contrib.molecules.surrogate import perturbed_embeddings
+
+    train = data.load_sample("train")[:64]
+    torch.manual_seed(0)
+    vae = vae_mod.MoleculeVAE.create(tokens.MolTokenizer.build("selfies", train), embed_dim=16, enc_hidden=32,
+                                     dec_hidden=48, max_len=40)
+    z = vae.encode(train[:10])
+    x, q = perturbed_embeddings(vae, z, 12, radius=2.0, seed=3)
+    assert x.shape == (12, z.shape[1]) and q.shape == (12,)
+    assert float(torch.cdist(x, z).min(1).values.max()) <= 2.0 + 1e-5
+    assert float(torch.cdist(x, z).min(1).values.max()) > 0.0
+    expected = np.nan_to_num(evaluate.qed_values(vae.decode(x)), nan=0.0)
+    np.testing.assert_allclose(q, expected)
+    x2, q2 = perturbed_embeddings(vae, z, 12, radius=2.0, seed=3)
+    assert torch.equal(x, x2) and np.array_equal(q, q2)
+    with pytest.raises(ValueError, match="radius"):
+        perturbed_embeddings(vae, z, 4, radius=-1.0)
