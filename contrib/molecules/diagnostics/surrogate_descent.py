@@ -45,7 +45,7 @@ if xa_te:
     xt, qt = torch.cat(xa_te), np.concatenate(qa_te)
     with torch.no_grad(): print(f"aug held-out spearman(-V, decoded QED) {spearmanr(-V(xt).numpy(), qt).statistic:.3f}")
 samp = MosesEmbeddings(vae=VAE)
-x0, _ = samp.sample(500, torch.Generator().manual_seed(0))
+x0, _ = samp.sample(500, torch.Generator().manual_seed(int(os.environ.get("START_SEED", "0"))))
 start = vae.decode(x0)
 x = x0.clone()
 its = [int(s) for s in a.iters.split(",")]
