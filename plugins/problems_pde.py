@@ -10,10 +10,14 @@ potential-only              int V rho,                             x_t = mu + e^
                             V = (x-mu)^T A (x-mu), A diagonal
 ==========================  =====================================  ==========================================
 
-``stratified = true`` (fokker-planck-nonlinear, aggregation) starts from stratified rather than
-i.i.d. Gaussian particles (sampler ``gaussian-stratified``): a JKO-ICNN flow estimates ``F`` on the
-same particles at every step, so the sampling error of an i.i.d. start biases every step the same
-way; stratification removes most of it (docs/benchmarks.md, "PDE validation").
+fokker-planck-nonlinear and aggregation start from stratified Gaussian particles by default
+(sampler ``gaussian-stratified``; ``stratified = false``: i.i.d., the paper's setting): a JKO-ICNN
+flow estimates ``F`` on the same particles at every step, so the sampling error of an i.i.d. start
+biases every step the same way; stratification removes most of it (docs/benchmarks.md, "PDE
+validation": d = 1 nonlinear Fokker-Planck, N = 100, reaches rho_inf within W1 0.008 and F within
+0.1 %, i.i.d. stalls 2.6 % above F(rho_inf)). Fresh samples (``solver.fresh_samples``) are no
+substitute here: from a Gaussian to a compactly supported rho_inf the network fitted to the whole
+population lags the ideal JKO by up to 0.04 and, with 1000 iterations, stalls 2.3 % above F_inf.
 
 Derivations. Nonlinear Fokker-Planck: ``d_t rho = div(rho grad V) + Lap rho^m`` is the flow of
 ``int V rho + int rho^m/(m-1)`` (first variation ``V + m/(m-1) rho^(m-1)``, and
@@ -210,7 +214,7 @@ class FokkerPlanckNonlinear(_SteadyStateProblem):
     (``C = (3/(4 sqrt 2))^(2/3) ~= 0.6552`` for ``d = 1, m = 2``; support radius ``sqrt(2C)``).
     """
 
-    def __init__(self, dim: int = 1, m: float = 2.0, variance: float = 0.2, n: int = 100, stratified: bool = False) -> None:
+    def __init__(self, dim: int = 1, m: float = 2.0, variance: float = 0.2, n: int = 100, stratified: bool = True) -> None:
         self.stratified = bool(stratified)
         if not m > 1:
             raise ValueError(f"m={m}: expected m > 1")
@@ -269,7 +273,7 @@ class Aggregation(_SteadyStateProblem):
     ``F(rho_inf) = 1/4 - 1/2 E log|X - Y| = 1/4 + 1/8`` (``E log|X-Y| = -1/4`` on the unit disk).
     """
 
-    def __init__(self, dim: int = 1, std: float = 1.0, n: int = 1000, stratified: bool = False) -> None:
+    def __init__(self, dim: int = 1, std: float = 1.0, n: int = 1000, stratified: bool = True) -> None:
         self.stratified = bool(stratified)
         if dim not in (1, 2):
             raise ValueError(f"dim={dim}: the exact steady state is known here for dim 1 or 2")
