@@ -82,7 +82,7 @@ CARRIED_COSINE: dict[str, Any] = {"fresh_samples": 0, "lr_schedule": "cosine", "
 cosine inner learning rate from 1e-2. Measured (docs/benchmarks.md, "PDE validation"; d = 1,
 m = 2, N = 200, 400 iterations, widths (100, 20), seeds 0-2): worst deviation from the ideal JKO
 over the ideal's own error 0.01-0.17 over the tau table (deviation 0.0003-0.0009), against
-0.04-0.15 with fresh samples (:func:`fresh`, the same lr) at up to 5x the cost, 0.08-0.16 with
+0.04-0.24 with fresh samples (:func:`fresh`, the same lr) at up to 5x the cost, 0.08-0.16 with
 the paper's constant lr 1e-3 on stratified particles and 0.32-5.3 on i.i.d. ones."""
 
 
