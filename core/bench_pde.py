@@ -150,7 +150,7 @@ PRESETS: dict[str, list[Case]] = {
         Case("potential-only d=2", {"kind": "potential-only", "dim": 2, "n": 300},
              {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}, baseline="particle"),
         Case("fokker-planck d=2", {"kind": "fokker-planck-gaussian", "dim": 2, "n": 300, "tau": 0.05, "steps": 10},
-             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2, "logdet": "exact"}, baseline="ula"),
+             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2, "logdet": "exact", **FIXED}, baseline="ula"),
         Case("fokker-planck-nonlinear d=2", {"kind": "fokker-planck-nonlinear", "dim": 2, "n": 300, "stratified": False},
              {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}),
         Case("aggregation d=2", {"kind": "aggregation", "dim": 2, "n": 300, "stratified": False},
