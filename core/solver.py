@@ -264,7 +264,7 @@ class JKOSolver:
             assert sample0 is not None
             # with densities, push in chunks of B: log det H_u of a chunk costs what one iteration's does
             pool = self._fresh(
-                sample0, generator, flow, logdet if wants_density else None, x, self.fresh_samples * self.inner_iters,
+                sample0, generator, flow, logdet if wants_density else None, x, self.inner_iters, self.fresh_samples,
                 chunk=self.fresh_samples if wants_density else 32768,
             )
         base_lr = self.lr
@@ -320,17 +320,20 @@ class JKOSolver:
         flow: Flow,
         logdet: LogDetEstimator | None,
         like: Tensor,
-        count: int,
+        batches: int,
+        batch: int,
         chunk: int = 32768,
     ) -> tuple[Tensor, Tensor | None]:
-        """``count`` fresh particles of ``rho_t`` in random order: ``z ~ rho_0`` pushed through
-        ``T_1, ..., T_t`` (in chunks of ``chunk`` points), with ``log rho_t`` carried when
-        ``logdet`` is given. One draw serves a whole inner loop, ``B`` points per iteration:
-        the same i.i.d. samples as per-iteration draws, pushed in a few large batches."""
-        z, lz = sample0(count, generator)
-        order = torch.randperm(z.shape[0], generator=generator)  # stratified samplers return sorted strata
-        z = z[order].to(device=like.device, dtype=like.dtype)
-        lz = None if lz is None else lz[order].to(device=like.device, dtype=like.dtype)
+        """``batches`` draws of ``batch`` fresh particles of ``rho_t``, concatenated: ``z ~ rho_0``
+        (one ``sample0(batch)`` call per batch, so a stratified sampler stratifies every
+        iteration's batch) pushed through ``T_1, ..., T_t`` in chunks of ``chunk`` points, with
+        ``log rho_t`` carried when ``logdet`` is given. One call serves a whole inner loop: the
+        same samples as per-iteration draws, pushed in a few large batches."""
+        draws = [sample0(batch, generator) for _ in range(batches)]
+        z = torch.cat([d[0] for d in draws]).to(device=like.device, dtype=like.dtype)
+        lz: Tensor | None = None
+        if all(d[1] is not None for d in draws):
+            lz = torch.cat([d[1] for d in draws if d[1] is not None]).to(device=like.device, dtype=like.dtype)
         if logdet is not None and lz is None:
             raise ValueError("fresh_samples: the functional needs log-densities, but sample0 returned none")
         xs, ls = [], []

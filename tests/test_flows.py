@@ -172,11 +172,10 @@ def test_fresh_samples_pushed_like_the_carried_particles() -> None:
     })
     x0, l0 = flow.particles[0], flow.log_densities[0]
     solver = jkoflow.JKOSolver(tau=flow.tau, steps=2, fresh_samples=50)
-    g = torch.Generator().manual_seed(0)
-    x, lx = solver._fresh(lambda n, g: (x0, l0), g, flow, run.logdet, x0, 50, chunk=16)
-    order = torch.randperm(50, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(x, flow.particles[-1][order], atol=1e-6)
-    assert lx is not None and torch.allclose(lx, flow.log_densities[-1][order], atol=1e-5)
+    x, lx = solver._fresh(lambda n, g: (x0[:n], l0[:n]), torch.Generator(), flow, run.logdet, x0, 2, 25, chunk=16)
+    twice = torch.cat([flow.particles[-1][:25]] * 2), torch.cat([flow.log_densities[-1][:25]] * 2)
+    assert torch.allclose(x, twice[0], atol=1e-6)
+    assert lx is not None and torch.allclose(lx, twice[1], atol=1e-5)
 
 
 def test_fresh_samples_are_validated() -> None:
@@ -200,3 +199,17 @@ def test_cosine_schedule_runs_from_lr_to_lr_over_100() -> None:
     assert solver.lr_at(0) == pytest.approx(1e-2)
     assert solver.lr_at(5) == pytest.approx((1e-2 + 1e-4) / 2)
     assert solver.lr_at(10) == pytest.approx(1e-4)
+
+
+def test_fresh_batches_from_a_stratified_sampler_are_each_stratified() -> None:
+    """Every inner iteration's fresh batch is one ``sample0(B)`` call: with the porous medium's
+    stratified sampler each batch of B points has exactly one point per quantile stratum."""
+    run = jkoflow.build({"problem": {"kind": "porous-medium", "dim": 1, "n": 20}, "solver": {"steps": 0}})
+    flow = run.execute()
+    solver = jkoflow.JKOSolver(tau=flow.tau, steps=1, fresh_samples=20)
+    sample0 = lambda n, g: run.sampler.sample(n, g)  # noqa: E731
+    x, _ = solver._fresh(sample0, torch.Generator().manual_seed(1), flow, None, run.x0, 3, 20)
+    u = np.asarray(run.problem.cdf0(x[:, 0].double().numpy()))
+    for k in range(3):
+        strata = np.floor(np.sort(u[20 * k : 20 * (k + 1)]) * 20).astype(int)
+        assert strata.tolist() == list(range(20))
