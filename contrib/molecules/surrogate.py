@@ -210,8 +210,6 @@ def perturbed_embeddings(vae, z: Tensor, n: int, radius: float, seed: int = 0,
 
     The flow moves particles away from the encoder's means; these points teach the surrogate
     what the decoder makes of the space around them (seeded, ``n`` greedy decodings)."""
-    from .metrics import qed_values
-
     if n < 0 or radius < 0:
         raise ValueError(f"n={n} and radius={radius} must be non-negative")
     g = torch.Generator().manual_seed(seed)
@@ -219,9 +217,7 @@ def perturbed_embeddings(vae, z: Tensor, n: int, radius: float, seed: int = 0,
     u = torch.randn(n, z.shape[1], generator=g)
     u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
     x = z[idx].float() + radius * torch.rand(n, 1, generator=g) * u
-    q = [qed_values(vae.decode(x[i : i + batch_size])) for i in range(0, n, batch_size)]
-    qed = np.nan_to_num(np.concatenate(q) if q else np.zeros(0), nan=0.0)
-    return x, qed
+    return x, _decoded_qed(vae, x, batch_size)
 
 
 def fit_from_pools(vae_path: str | Path, out: str | Path, n_train: int = 40000, n_test: int = 10000,
@@ -273,7 +269,7 @@ def _decoded_qed(vae, z: Tensor, batch_size: int = 1000) -> np.ndarray:
     from .metrics import qed_values
 
     q = [qed_values(vae.decode(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
-    return np.nan_to_num(np.concatenate(q), nan=0.0)
+    return np.nan_to_num(np.concatenate(q) if q else np.zeros(0), nan=0.0)
 
 
 def _plain(obj: Any) -> Any:
