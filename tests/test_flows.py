@@ -138,7 +138,7 @@ def test_fresh_samples_fit_the_population_jko_step_not_the_carried_cloud(fresh: 
     solver: dict = {"tau": tau, "steps": steps, "inner_iters": 200, "lr": 2e-2, "lr_schedule": "cosine"}
     if fresh:
         solver["fresh_samples"] = 400
-    run, flow = _run({
+    _, flow = _run({
         "problem": {"kind": "heat", "dim": 1, "n": 12},
         "seed": 3,
         "solver": solver,
@@ -207,7 +207,7 @@ def test_fresh_batches_from_a_stratified_sampler_are_each_stratified() -> None:
     run = jkoflow.build({"problem": {"kind": "porous-medium", "dim": 1, "n": 20}, "solver": {"steps": 0}})
     flow = run.execute()
     solver = jkoflow.JKOSolver(tau=flow.tau, steps=1, fresh_samples=20)
-    sample0 = lambda n, g: run.sampler.sample(n, g)  # noqa: E731
+    sample0 = lambda n, g: run.sampler.sample(n, g)
     x, _ = solver._fresh(sample0, torch.Generator().manual_seed(1), flow, None, run.x0, 3, 20)
     u = np.asarray(run.problem.cdf0(x[:, 0].double().numpy()))
     for k in range(3):

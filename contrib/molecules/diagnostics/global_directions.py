@@ -1,10 +1,10 @@
 """Oracle 2: is there a global direction (ridge regression of QED on z) along which decoded QED rises?
 Also: the surrogate's own -grad V direction, and norms."""
-import time, sys, numpy as np, torch
+import time, numpy as np, torch
 torch.set_num_threads(1)
 from jkoflow.contrib.molecules.pools import pool, embed
 from jkoflow.contrib.molecules.plugin import MosesEmbeddings, get_vae
-from jkoflow.contrib.molecules.metrics import qed_values, cloud_metrics
+from jkoflow.contrib.molecules.metrics import cloud_metrics
 from jkoflow.contrib.molecules.surrogate import load_surrogate
 import os; VAE = os.environ["VAE"]  # a weights-only VAE snapshot (train-surrogate --snapshot writes one)
 t0 = time.perf_counter(); c0 = time.process_time()

@@ -1,9 +1,9 @@
 """Train a surrogate variant and evaluate its descent direction by decoding (proxy for the flow)."""
-import time, sys, json, argparse, numpy as np, torch
+import time, argparse, numpy as np, torch
 torch.set_num_threads(1)
 from jkoflow.contrib.molecules.pools import pool, embed
 from jkoflow.contrib.molecules.plugin import MosesEmbeddings, get_vae
-from jkoflow.contrib.molecules.metrics import qed_values, cloud_metrics
+from jkoflow.contrib.molecules.metrics import cloud_metrics
 from jkoflow.contrib.molecules.surrogate import train_surrogate, save_surrogate, load_surrogate, _plain
 from scipy.stats import spearmanr
 p = argparse.ArgumentParser()
