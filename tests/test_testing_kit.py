@@ -4,7 +4,6 @@ each failure verified independently at the reported counterexample."""
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
