@@ -83,8 +83,9 @@ SMILES_PAIR = DEFAULT_PATH.parent.parent / "smiles"
 @pytest.mark.skipif(not (SMILES_PAIR / "qed_surrogate.pt").exists(), reason="no committed SMILES pair")
 def test_committed_smiles_pair_matches_and_reconstructs() -> None:
     """The committed SMILES pair: the surrogate was trained on exactly this VAE (sha256 recorded in
-    its JSON), it is convex, and the VAE reconstructs MOSES test molecules from the committed sample
-    (measured at training time on 500 other test molecules: 89.2 % valid, 74.2 % exact)."""
+    its JSON), it is convex, and the VAE reconstructs the first 100 test molecules of the committed
+    sample (measured: 93 % valid, 74 % exact; at training time, 500 MOSES test molecules: 89.2 % /
+    74.2 %). A collapsed or mismatched VAE fails both bounds."""
     from jkoflow.contrib.molecules import data
     from jkoflow.contrib.molecules.plugin import check_pair, get_vae
     from jkoflow.contrib.molecules.tokens import canonicalize
