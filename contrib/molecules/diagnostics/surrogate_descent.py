@@ -16,6 +16,7 @@ p.add_argument("--load", default=None)
 p.add_argument("--out", default=None)
 p.add_argument("--eta", type=float, default=0.02)
 p.add_argument("--iters", default="0,10,25,50,100,200")
+p.add_argument("--prior", type=float, default=0.0, help="descend on V + c/2 |z|^2 (a Gaussian-prior pull)")
 a = p.parse_args()
 import os; VAE = os.environ["VAE"]  # a weights-only VAE snapshot (train-surrogate --snapshot writes one)
 t0 = time.perf_counter(); c0 = time.process_time()
@@ -53,8 +54,8 @@ for k in range(max(its) + 1):
     if k in its:
         with torch.no_grad(): v = V(x)
         m = cloud_metrics(vae.decode(x), start=start)
-        print(f"gd it {k:4d} |dx| {float((x-x0).norm(dim=1).mean()):.2f} V {float(v.mean()):7.2f} QEDmed {m['qed_median']:.3f} "
+        print(f"gd it {k:4d} |dx| {float((x-x0).norm(dim=1).mean()):.2f} |z| {float(x.norm(dim=1).mean()):.2f} V {float(v.mean()):7.2f} QEDmed {m['qed_median']:.3f} "
               f"mean {m['qed_mean']:.3f} uniq {m['uniqueness']:.1f} tanimoto {m['tanimoto_to_start']:.3f}", flush=True)
-    xg = x.clone().requires_grad_(True); V(xg).sum().backward()
+    xg = x.clone().requires_grad_(True); (V(xg).sum() + 0.5 * a.prior * (xg ** 2).sum()).backward()
     x = x - a.eta * xg.grad
 print(f"wall {time.perf_counter()-t0:.0f} s cpu {time.process_time()-c0:.0f} s")
