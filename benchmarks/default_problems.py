@@ -12,9 +12,8 @@ import argparse
 import statistics
 import time
 
-import torch
-
 import jkoflow
+import torch
 
 
 def measure(problem: str, steps: int) -> dict[str, float]:

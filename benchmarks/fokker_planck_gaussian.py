@@ -34,13 +34,27 @@ KEYS = (
 
 
 def run_dim(
-    dim: int, logdet: str | dict, steps: int, inner_iters: int, n: int, lr: float, h: float, seed: int, widths: list[int] | None = None,
+    dim: int,
+    logdet: str | dict,
+    steps: int,
+    inner_iters: int,
+    n: int,
+    lr: float,
+    h: float,
+    seed: int,
+    widths: list[int] | None = None,
     solver_extra: dict | None = None,
 ) -> dict:
     spec = {
         "problem": {"kind": "fokker-planck-gaussian", "dim": dim, "n": n, "steps": steps},
         "seed": seed,
-        "solver": {"logdet": logdet, "inner_iters": inner_iters, "steps": steps, "lr": lr, **(solver_extra or {})},
+        "solver": {
+            "logdet": logdet,
+            "inner_iters": inner_iters,
+            "steps": steps,
+            "lr": lr,
+            **(solver_extra or {}),
+        },
     }
     if widths:
         spec["potential"] = {"widths": widths}
@@ -56,9 +70,19 @@ def run_dim(
             return
         m = run.problem_metrics(flow)
         rec = flow.records[-1]
-        row = {"step": flow.steps, "t": rec.t, "seconds": rec.seconds, "cpu_seconds": cpu, **{k: m[k] for k in KEYS if k in m}}
+        row = {
+            "step": flow.steps,
+            "t": rec.t,
+            "seconds": rec.seconds,
+            "cpu_seconds": cpu,
+            **{k: m[k] for k in KEYS if k in m},
+        }
         rows.append(row)
-        print(f"d={dim} step {flow.steps:2d} {rec.seconds:6.1f}s wall {cpu:6.1f}s cpu " + " ".join(f"{k}={row[k]:.4f}" for k in KEYS if k in row), flush=True)
+        print(
+            f"d={dim} step {flow.steps:2d} {rec.seconds:6.1f}s wall {cpu:6.1f}s cpu "
+            + " ".join(f"{k}={row[k]:.4f}" for k in KEYS if k in row),
+            flush=True,
+        )
         clock[0] = time.process_time()
 
     start = time.perf_counter()
@@ -72,7 +96,11 @@ def run_dim(
     for t, x in zip(times, ula_x):
         m = problem.metrics(t, run.x0, x, None)
         ula_rows.append({"t": t, **{k: m[k] for k in KEYS if k in m}})
-    print(f"d={dim} ULA(h={h}) t={times[-1]}: " + " ".join(f"{k}={ula_rows[-1][k]:.4f}" for k in KEYS if k in ula_rows[-1]), flush=True)
+    print(
+        f"d={dim} ULA(h={h}) t={times[-1]}: "
+        + " ".join(f"{k}={ula_rows[-1][k]:.4f}" for k in KEYS if k in ula_rows[-1]),
+        flush=True,
+    )
     return {
         "dim": dim,
         "logdet": run.spec["solver"]["logdet"],
@@ -93,7 +121,11 @@ def markdown(result: dict) -> str:
         f"d = {result['dim']}, logdet = {result['logdet']}, N = {result['n']}, "
         f"{result['solver'].get('inner_iters')} inner iterations, lr {result['solver'].get('lr')}, "
         f"ICNN widths {result['potential'].get('widths')}, "
-        + "".join(f"{k} {result['solver'][k]}, " for k in ("fresh_samples", "lr_schedule", "batch_size") if result["solver"].get(k) not in (None, "constant"))
+        + "".join(
+            f"{k} {result['solver'][k]}, "
+            for k in ("fresh_samples", "lr_schedule", "batch_size")
+            if result["solver"].get(k) not in (None, "constant")
+        )
         + f"ULA h = {result['ula_h']}\n\n"
         "| step | t | JKO noise-free cov err | ULA noise-free cov err | JKO cov err (vs S_t) | ULA cov err (vs S_t) "
         "| JKO mean err | JKO BW | ULA BW | ideal JKO vs exact | empirical ideal JKO vs exact (floor) "
@@ -126,10 +158,21 @@ def plot(results: list[dict], path: str) -> None:
     for ax, r in zip(axes[0], results):
         t = [row["t"] for row in r["jko"]]
         fresh = r["solver"].get("fresh_samples")
-        ax.plot(t, [row["map_cov_rel_error"] for row in r["jko"]], "o-", label=f"JKO-ICNN ({'fresh samples' if fresh else 'carried particles'})")
+        ax.plot(
+            t,
+            [row["map_cov_rel_error"] for row in r["jko"]],
+            "o-",
+            label=f"JKO-ICNN ({'fresh samples' if fresh else 'carried particles'})",
+        )
         ax.plot(t, [row["map_cov_rel_error"] for row in r["ula"]], "s--", label=f"ULA (h = {r['ula_h']})")
         ax.plot(t, [row["ideal_jko_cov_rel_error"] for row in r["jko"]], "k:", label="ideal JKO (same tau)")
-        ax.plot(t, [row["emp_jko_vs_exact_cov_rel_error"] for row in r["jko"]], "-.", color="gray", label="ideal JKO of the carried cloud")
+        ax.plot(
+            t,
+            [row["emp_jko_vs_exact_cov_rel_error"] for row in r["jko"]],
+            "-.",
+            color="gray",
+            label="ideal JKO of the carried cloud",
+        )
         ax.axhline(0.05, color="red", lw=0.8, alpha=0.6)
         ax.set_yscale("log")
         ax.set_title(f"d = {r['dim']}, N = {r['n']}")
@@ -142,18 +185,26 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[20, 64, 128])
-    parser.add_argument("--logdet", nargs="+", default=["auto"], help="one estimator name per dim (or one for all)")
+    parser.add_argument(
+        "--logdet", nargs="+", default=["auto"], help="one estimator name per dim (or one for all)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--inner-iters", type=int, default=200)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--ula-h", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--widths", type=int, nargs="+", help="ICNN hidden widths (default: the problem's [64, 64])")
     parser.add_argument(
-        "--solver", default="{}", help='extra solver settings as JSON, e.g. \'{"fresh_samples": 500, "lr_schedule": "cosine"}\''
+        "--widths", type=int, nargs="+", help="ICNN hidden widths (default: the problem's [64, 64])"
+    )
+    parser.add_argument(
+        "--solver",
+        default="{}",
+        help='extra solver settings as JSON, e.g. \'{"fresh_samples": 500, "lr_schedule": "cosine"}\'',
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/fp_gaussian.json")
@@ -176,7 +227,20 @@ def main() -> None:
     results = []
     for dim, name in zip(args.dims, names):
         logdet = json.loads(name) if name.startswith("{") else name
-        results.append(run_dim(dim, logdet, args.steps, args.inner_iters, args.n, args.lr, args.ula_h, args.seed, args.widths, json.loads(args.solver)))
+        results.append(
+            run_dim(
+                dim,
+                logdet,
+                args.steps,
+                args.inner_iters,
+                args.n,
+                args.lr,
+                args.ula_h,
+                args.seed,
+                args.widths,
+                json.loads(args.solver),
+            )
+        )
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1)
     print(f"wrote {args.out}")

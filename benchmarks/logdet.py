@@ -42,8 +42,16 @@ from jkoflow.potential import PotentialNet
 CONFIGS: list[tuple[str, Any]] = [
     ("exact", ExactLogDet),
     ("slq p=4 m=10 (no precond.)", lambda: SLQLogDet(probes=4, lanczos_steps=10, precondition=False)),
-    ("hutchinson_cg p=4 (no precond.)", lambda: HutchinsonCGLogDet(probes=4, cg_rtol=1e-2, value_probes=4, lanczos_steps=10, precondition=False)),
-    ("hutchpp k=4 p=4 m=10 (no precond.)", lambda: HutchPPLogDet(sketch=4, probes=4, lanczos_steps=10, precondition=False)),
+    (
+        "hutchinson_cg p=4 (no precond.)",
+        lambda: HutchinsonCGLogDet(
+            probes=4, cg_rtol=1e-2, value_probes=4, lanczos_steps=10, precondition=False
+        ),
+    ),
+    (
+        "hutchpp k=4 p=4 m=10 (no precond.)",
+        lambda: HutchPPLogDet(sketch=4, probes=4, lanczos_steps=10, precondition=False),
+    ),
     ("slq p=1 m=4", lambda: SLQLogDet(probes=1, lanczos_steps=4)),
     ("slq p=1 m=6", lambda: SLQLogDet(probes=1, lanczos_steps=6)),
     ("slq p=1 m=8", lambda: SLQLogDet(probes=1, lanczos_steps=8)),
@@ -51,7 +59,10 @@ CONFIGS: list[tuple[str, Any]] = [
     ("slq p=2 m=8", lambda: SLQLogDet(probes=2, lanczos_steps=8)),
     ("slq p=4 m=10", lambda: SLQLogDet(probes=4, lanczos_steps=10)),
     ("slq p=8 m=30", lambda: SLQLogDet(probes=8, lanczos_steps=30)),
-    ("hutchinson_cg p=2 (value p=2 m=8)", lambda: HutchinsonCGLogDet(probes=2, cg_rtol=1e-2, value_probes=2, lanczos_steps=8)),
+    (
+        "hutchinson_cg p=2 (value p=2 m=8)",
+        lambda: HutchinsonCGLogDet(probes=2, cg_rtol=1e-2, value_probes=2, lanczos_steps=8),
+    ),
     ("hutchpp k=2 p=2 m=8", lambda: HutchPPLogDet(sketch=2, probes=2, lanczos_steps=8)),
 ]
 """Budgets: ``p`` probes, ``m`` Lanczos steps, ``k`` Hutch++ sketch columns, CG to ``rtol = 1e-2``.
@@ -84,7 +95,9 @@ def make_icnn(dim: int, seed: int = 0) -> ICNN:
     return net
 
 
-def measure(estimator: LogDetEstimator, net: PotentialNet, x: torch.Tensor, repeats: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+def measure(
+    estimator: LogDetEstimator, net: PotentialNet, x: torch.Tensor, repeats: int
+) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Median CPU seconds (``time.process_time``: on 1 thread, robust to other jobs sharing
     the machine) of value + gradient, the last value and the flattened gradient."""
     params = list(net.parameters())
@@ -100,7 +113,9 @@ def measure(estimator: LogDetEstimator, net: PotentialNet, x: torch.Tensor, repe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 8, 32, 128, 512])
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
@@ -143,7 +158,9 @@ def main() -> None:
                 flush=True,
             )
     if args.markdown:
-        print(f"\n| d | estimator | matvecs/particle | CPU s (N={args.n}, 1 thread) | time / exact | rel err | mean err | grad cos |")
+        print(
+            f"\n| d | estimator | matvecs/particle | CPU s (N={args.n}, 1 thread) | time / exact | rel err | mean err | grad cos |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(

@@ -53,12 +53,21 @@ def particle_jko(
 def _proximal_step(functional: Functional, x: Tensor, tau: float, max_iter: int, tol: float) -> Tensor:
     """``argmin_y Fhat(y) + mean_i |y_i - x_i|^2 / (2 tau)`` by L-BFGS from ``y = x``."""
     y = x.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([y], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol * 1e-2,
-                            history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [y],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tol * 1e-2,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = functional.inner_objective(StepContext(x=x, y=y, tau=tau)) + ((y - x) ** 2).sum(1).mean() / (2 * tau)
+        loss = functional.inner_objective(StepContext(x=x, y=y, tau=tau)) + ((y - x) ** 2).sum(1).mean() / (
+            2 * tau
+        )
         loss.backward()
         return loss
 

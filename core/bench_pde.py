@@ -66,8 +66,20 @@ class Case:
     density: bool = True
 
 
-def _pm(label: str, n: int, tau: float, steps: int, iters: int, lr: float, widths: list[int], dim: int = 1, m: float = 2.0,
-        stratified: bool = False, solver: dict[str, Any] | None = None, **extra: Any) -> Case:
+def _pm(
+    label: str,
+    n: int,
+    tau: float,
+    steps: int,
+    iters: int,
+    lr: float,
+    widths: list[int],
+    dim: int = 1,
+    m: float = 2.0,
+    stratified: bool = False,
+    solver: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Case:
     """A porous-medium case; ``solver`` adds settings (default: the carried particles, constant lr)."""
     problem = {"kind": "porous-medium", "n": n, "dim": dim, "m": m, "stratified": stratified}
     settings = {"tau": tau, "steps": steps, "inner_iters": iters, "lr": lr, **(solver or FIXED)}
@@ -103,13 +115,27 @@ def _paper_pm(n: int, tau: float, variant: str = "stratified") -> Case:
     start), run to ``t0 + 0.1`` (``round(0.1 / tau)`` steps). ``variant``: ``"stratified"``
     (stratified particles, :data:`CARRIED_COSINE`), ``"stratified fresh"`` and ``"iid fresh"``
     (:func:`fresh`), ``"iid paper"`` (i.i.d. particles, :data:`PAPER`)."""
-    settings = {"stratified": CARRIED_COSINE, "stratified fresh": fresh(n), "iid fresh": fresh(n), "iid paper": PAPER}
+    settings = {
+        "stratified": CARRIED_COSINE,
+        "stratified fresh": fresh(n),
+        "iid fresh": fresh(n),
+        "iid paper": PAPER,
+    }
     if variant not in settings:
         raise ValueError(f"variant={variant!r}: expected one of {sorted(settings)}")
     steps = max(1, round(0.1 / tau))
     label = f"porous-medium d=1 m=2 N={n} tau={tau:g} {variant}"
-    return _pm(label, n, tau, steps, 400, PDE_LR, [100, 20], stratified=variant.startswith("stratified"),
-               solver=settings[variant])
+    return _pm(
+        label,
+        n,
+        tau,
+        steps,
+        400,
+        PDE_LR,
+        [100, 20],
+        stratified=variant.startswith("stratified"),
+        solver=settings[variant],
+    )
 
 
 TAUS = (4e-2, 2e-2, 1e-2, 5e-3, 2.5e-3)
@@ -117,44 +143,103 @@ TAUS = (4e-2, 2e-2, 1e-2, 5e-3, 2.5e-3)
 
 PRESETS: dict[str, list[Case]] = {
     "quick": [
-        _pm("porous-medium d=1 m=2 stratified", 100, 1e-2, 3, 100, 1e-2, [32, 32], stratified=True, solver=CARRIED_COSINE),
-        Case("fokker-planck-nonlinear d=1 stratified", {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": True},
-             {"tau": 0.1, "steps": 4, "inner_iters": 150, "lr": 1e-2, **FIXED}, {"kind": "ficnn", "widths": [64, 32]}),
-        Case("aggregation d=1 stratified", {"kind": "aggregation", "n": 200, "stratified": True},
-             {"tau": 1.0, "steps": 3, "inner_iters": 150, "lr": 1e-2, **FIXED}, {"kind": "ficnn", "widths": [32, 32]},
-             baseline="particle"),
+        _pm(
+            "porous-medium d=1 m=2 stratified",
+            100,
+            1e-2,
+            3,
+            100,
+            1e-2,
+            [32, 32],
+            stratified=True,
+            solver=CARRIED_COSINE,
+        ),
+        Case(
+            "fokker-planck-nonlinear d=1 stratified",
+            {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": True},
+            {"tau": 0.1, "steps": 4, "inner_iters": 150, "lr": 1e-2, **FIXED},
+            {"kind": "ficnn", "widths": [64, 32]},
+        ),
+        Case(
+            "aggregation d=1 stratified",
+            {"kind": "aggregation", "n": 200, "stratified": True},
+            {"tau": 1.0, "steps": 3, "inner_iters": 150, "lr": 1e-2, **FIXED},
+            {"kind": "ficnn", "widths": [32, 32]},
+            baseline="particle",
+        ),
     ],
     # the paper code's network and iteration counts, warm start; porous medium over the tau table:
     # stratified particles with a cosine lr (the suite's configuration), then the comparisons
     "full": [
-        *[_paper_pm(200, tau, variant) for variant in ("stratified", "stratified fresh", "iid fresh", "iid paper") for tau in TAUS],
-        *[_paper_pm(2000, 1e-2, variant) for variant in ("stratified", "stratified fresh", "iid fresh", "iid paper")],
+        *[
+            _paper_pm(200, tau, variant)
+            for variant in ("stratified", "stratified fresh", "iid fresh", "iid paper")
+            for tau in TAUS
+        ],
+        *[
+            _paper_pm(2000, 1e-2, variant)
+            for variant in ("stratified", "stratified fresh", "iid fresh", "iid paper")
+        ],
         _pm("porous-medium d=1 m=3", 200, 1e-2, 10, 400, 1e-3, [100, 20], m=3.0),
         _pm("porous-medium d=1 m=3 stratified", 200, 1e-2, 10, 400, 1e-3, [100, 20], m=3.0, stratified=True),
         _pm("porous-medium d=2 m=2", 200, 1e-2, 10, 400, 1e-3, [100, 20], dim=2),
-        Case("fokker-planck-nonlinear d=1 paper settings", {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": False},
-             {"tau": 1e-2, "steps": 50, "inner_iters": 1000, "lr": 1e-3, **FIXED}, {"kind": "ficnn", "widths": [200, 50, 20]}),
+        Case(
+            "fokker-planck-nonlinear d=1 paper settings",
+            {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": False},
+            {"tau": 1e-2, "steps": 50, "inner_iters": 1000, "lr": 1e-3, **FIXED},
+            {"kind": "ficnn", "widths": [200, 50, 20]},
+        ),
         # the same flow to t = 0.6 at a tenth of the cost (what fit on the shared 2-core machine)
-        *[Case(f"fokker-planck-nonlinear d=1 reduced{' stratified' if st else ''}",
-               {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": st},
-               {"tau": 5e-2, "steps": 12, "inner_iters": 300, "lr": 1e-2, **FIXED}, {"kind": "ficnn", "widths": [64, 32]})
-          for st in (False, True)],
-        *[Case(f"aggregation d=1{' stratified' if st else ''}", {"kind": "aggregation", "n": 1000, "stratified": st},
-               {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3, **FIXED}, {"kind": "ficnn", "widths": [50, 50, 50]},
-               baseline="particle")
-          for st in (False, True)],
+        *[
+            Case(
+                f"fokker-planck-nonlinear d=1 reduced{' stratified' if st else ''}",
+                {"kind": "fokker-planck-nonlinear", "n": 100, "stratified": st},
+                {"tau": 5e-2, "steps": 12, "inner_iters": 300, "lr": 1e-2, **FIXED},
+                {"kind": "ficnn", "widths": [64, 32]},
+            )
+            for st in (False, True)
+        ],
+        *[
+            Case(
+                f"aggregation d=1{' stratified' if st else ''}",
+                {"kind": "aggregation", "n": 1000, "stratified": st},
+                {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3, **FIXED},
+                {"kind": "ficnn", "widths": [50, 50, 50]},
+                baseline="particle",
+            )
+            for st in (False, True)
+        ],
     ],
     # the 2-D flows of the paper's Figure 2
     "fig2": [
-        Case("heat d=2", {"kind": "heat", "dim": 2, "n": 300}, {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}),
-        Case("potential-only d=2", {"kind": "potential-only", "dim": 2, "n": 300},
-             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}, baseline="particle"),
-        Case("fokker-planck d=2", {"kind": "fokker-planck-gaussian", "dim": 2, "n": 300, "tau": 0.05, "steps": 10},
-             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2, "logdet": "exact", **FIXED}, baseline="ula"),
-        Case("fokker-planck-nonlinear d=2", {"kind": "fokker-planck-nonlinear", "dim": 2, "n": 300, "stratified": False},
-             {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2}),
-        Case("aggregation d=2", {"kind": "aggregation", "dim": 2, "n": 300, "stratified": False},
-             {"tau": 0.5, "steps": 10, "inner_iters": 200, "lr": 1e-2}, baseline="particle"),
+        Case(
+            "heat d=2",
+            {"kind": "heat", "dim": 2, "n": 300},
+            {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2},
+        ),
+        Case(
+            "potential-only d=2",
+            {"kind": "potential-only", "dim": 2, "n": 300},
+            {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2},
+            baseline="particle",
+        ),
+        Case(
+            "fokker-planck d=2",
+            {"kind": "fokker-planck-gaussian", "dim": 2, "n": 300, "tau": 0.05, "steps": 10},
+            {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2, "logdet": "exact", **FIXED},
+            baseline="ula",
+        ),
+        Case(
+            "fokker-planck-nonlinear d=2",
+            {"kind": "fokker-planck-nonlinear", "dim": 2, "n": 300, "stratified": False},
+            {"tau": 0.05, "steps": 10, "inner_iters": 200, "lr": 1e-2},
+        ),
+        Case(
+            "aggregation d=2",
+            {"kind": "aggregation", "dim": 2, "n": 300, "stratified": False},
+            {"tau": 0.5, "steps": 10, "inner_iters": 200, "lr": 1e-2},
+            baseline="particle",
+        ),
     ],
 }
 
@@ -209,8 +294,14 @@ def _F_on_grid(functional: Any, flow: Flow, x: np.ndarray, step: int, points: in
     return float(np.trapezoid(integrand.numpy(), grid))
 
 
-def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int | None = None,
-             keep_flow: bool = False, solver: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_case(
+    case: Case,
+    seed: int = 0,
+    registry: Registry | None = None,
+    n: int | None = None,
+    keep_flow: bool = False,
+    solver: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run one case and return its per-step metrics and summary (see the module docstring).
 
     ``n`` overrides the number of particles, ``solver`` individual solver settings."""
@@ -240,12 +331,23 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
     tau, steps = flow.tau, flow.steps
     xs = flow.trajectory().astype(np.float64)
     N, d = xs.shape[1], xs.shape[2]
-    label = case.label + "".join(f" {k}={v}" for k, v in (solver or {}).items() if k not in ("steps", "inner_iters"))
-    out: dict[str, Any] = {"label": label, "seed": seed,
-                           "solver": {k: v for k, v in run.spec["solver"].items() if k != "logdet"}, "N": N, "dim": d, "steps": steps, "tau": tau,
-                           "seconds_per_step": statistics.median(r.seconds for r in flow.records) if steps else 0.0,
-                           "wall": wall, "cpu_seconds": cpu, "cpu_seconds_per_step": cpu / steps if steps else 0.0,
-                           "per_step": per_step}
+    label = case.label + "".join(
+        f" {k}={v}" for k, v in (solver or {}).items() if k not in ("steps", "inner_iters")
+    )
+    out: dict[str, Any] = {
+        "label": label,
+        "seed": seed,
+        "solver": {k: v for k, v in run.spec["solver"].items() if k != "logdet"},
+        "N": N,
+        "dim": d,
+        "steps": steps,
+        "tau": tau,
+        "seconds_per_step": statistics.median(r.seconds for r in flow.records) if steps else 0.0,
+        "wall": wall,
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_step": cpu / steps if steps else 0.0,
+        "per_step": per_step,
+    }
     wk = _w_key(per_step[-1], d)
     if wk:
         out["w_key"] = wk
@@ -274,11 +376,24 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
         out["ideal_deviation"] = dev.tolist()
         out["ideal_newton_iters"] = traj.newton_iters
         if hasattr(problem, "exact_quantile"):
-            ideal_err = [float(np.mean(np.abs(traj.at(u, k) - problem.exact_quantile(u, t0 + k * tau)))) for k in range(steps + 1)]
+            ideal_err = [
+                float(np.mean(np.abs(traj.at(u, k) - problem.exact_quantile(u, t0 + k * tau))))
+                for k in range(steps + 1)
+            ]
             grid_u = traj.u
-            ideal_err_grid = [float(np.mean(np.abs(traj.X[k] - problem.exact_quantile(grid_u, t0 + k * tau)))) for k in range(steps + 1)]
-            flow_err = [float(np.mean(np.abs(xs[k, :, 0] - problem.exact_quantile(u, t0 + k * tau)))) for k in range(steps + 1)]
-            out["ideal_error"], out["ideal_error_grid"], out["flow_error"] = ideal_err, ideal_err_grid, flow_err
+            ideal_err_grid = [
+                float(np.mean(np.abs(traj.X[k] - problem.exact_quantile(grid_u, t0 + k * tau))))
+                for k in range(steps + 1)
+            ]
+            flow_err = [
+                float(np.mean(np.abs(xs[k, :, 0] - problem.exact_quantile(u, t0 + k * tau))))
+                for k in range(steps + 1)
+            ]
+            out["ideal_error"], out["ideal_error_grid"], out["flow_error"] = (
+                ideal_err,
+                ideal_err_grid,
+                flow_err,
+            )
             ratios = [dv / e for dv, e in zip(dev[1:], ideal_err[1:]) if e > 0]
             out["deviation_ratio_worst"] = max(ratios) if ratios else None
             out["deviation_ratio_last"] = ratios[-1] if ratios else None
@@ -296,11 +411,16 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
             inside = ref > 0
             _, rel = density_l1(p[inside], ref[inside], cell)
             out["density_l1_rel"] = rel
-            out["density_grid"] = {"x": grid.tolist() if d == 1 else None, "flow": p.tolist() if d == 1 else None}
+            out["density_grid"] = {
+                "x": grid.tolist() if d == 1 else None,
+                "flow": p.tolist() if d == 1 else None,
+            }
         if d == 1 and not any(hasattr(term, "W") for _, term in run.functional.terms()):
             out["F_grid_last"] = _F_on_grid(run.functional, flow, xs[-1, :, 0], steps)
             if "F_ref" in out:
-                out["F_grid_rel_error"] = abs(out["F_grid_last"] - out["F_ref"]) / max(abs(out["F_ref"]), 1e-12)
+                out["F_grid_rel_error"] = abs(out["F_grid_last"] - out["F_ref"]) / max(
+                    abs(out["F_ref"]), 1e-12
+                )
         x0 = flow.particles[0].double()
         y, _ = flow.transport(flow.particles[0])
         back, _ = invert_flow(flow.potentials, y.double())
@@ -310,9 +430,12 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
     if case.baseline == "particle":
         bx, bsec = particle_jko(run.functional, flow.particles[0].double(), tau, steps)
         bm = problem.metrics(t0 + steps * tau, flow.particles[0], bx[-1], None)
-        out["baseline"] = {"kind": "particle JKO (L-BFGS)", "seconds_per_step": statistics.median(bsec),
-                           **({"w_last": bm[wk]} if wk in bm else {}),
-                           "map_error_last": bm.get("map_error", bm.get("map_error_steady"))}
+        out["baseline"] = {
+            "kind": "particle JKO (L-BFGS)",
+            "seconds_per_step": statistics.median(bsec),
+            **({"w_last": bm[wk]} if wk in bm else {}),
+            "map_error_last": bm.get("map_error", bm.get("map_error_steady")),
+        }
         if "ideal_deviation" in out:
             out["baseline"]["ideal_deviation_last"] = float(deviation(traj, u, [bx[-1].numpy()[:, 0]])[0])
     elif case.baseline == "ula":
@@ -321,11 +444,16 @@ def run_case(case: Case, seed: int = 0, registry: Registry | None = None, n: int
             sub = 20
             start = time.perf_counter()
             gen = torch.Generator().manual_seed(seed + 1000)
-            traj_ula = ula(V, flow.particles[0].double(), tau / sub, sub * steps, generator=gen, record_every=sub)
+            traj_ula = ula(
+                V, flow.particles[0].double(), tau / sub, sub * steps, generator=gen, record_every=sub
+            )
             bm = problem.metrics(t0 + steps * tau, flow.particles[0], traj_ula[-1], None)
-            out["baseline"] = {"kind": f"ULA (step tau/{sub})", "seconds_per_step": (time.perf_counter() - start) / steps,
-                               **({"w_last": bm[wk]} if wk in bm else {}),
-                               **({"map_error_last": bm["map_error"]} if "map_error" in bm else {})}
+            out["baseline"] = {
+                "kind": f"ULA (step tau/{sub})",
+                "seconds_per_step": (time.perf_counter() - start) / steps,
+                **({"w_last": bm[wk]} if wk in bm else {}),
+                **({"map_error_last": bm["map_error"]} if "map_error" in bm else {}),
+            }
     if keep_flow:
         out["_flow"], out["_problem"] = flow, problem
     return out
@@ -340,8 +468,10 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of the summaries (one row per case and seed)."""
-    head = ("| problem | seed | N | steps | s/step (wall, 1 thread) | CPU s/step | W last | W worst | floor | map err | density L1 | "
-            "round trip | abs(F - F_ref) | rel err of F by quadrature | dev ideal last | dev/ideal err worst | baseline W last |")
+    head = (
+        "| problem | seed | N | steps | s/step (wall, 1 thread) | CPU s/step | W last | W worst | floor | map err | density L1 | "
+        "round trip | abs(F - F_ref) | rel err of F by quadrature | dev ideal last | dev/ideal err worst | baseline W last |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         wk = r.get("w_key", "W")
@@ -369,8 +499,10 @@ def ideal_table(results: Sequence[dict[str, Any]]) -> str:
             groups.setdefault(r["label"], []).append(r)
     if not groups:
         return ""
-    head = ("| case | seeds | ideal err step 1 | ideal err last | jkoflow err last (mean, max) | dev last (mean, max) | "
-            "worst dev / ideal err (per seed) |")
+    head = (
+        "| case | seeds | ideal err step 1 | ideal err last | jkoflow err last (mean, max) | dev last (mean, max) | "
+        "worst dev / ideal err (per seed) |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|"]
     for label, rs in groups.items():
         flow_last = [r["flow_error"][-1] for r in rs]
@@ -413,7 +545,9 @@ def figure(result: dict[str, Any], path: Path) -> None:
                     p = np.exp(flow.log_density(torch.from_numpy(grid), s).numpy())
                 ax_d.plot(grid[:, 0], p, color=c, lw=1.6, label=f"JKO-ICNN (Alg. 2) t={t:.3g}")
             else:
-                ax_d.hist(xs[s, :, 0], bins=40, density=True, histtype="step", color=c, label=f"particles t={t:.3g}")
+                ax_d.hist(
+                    xs[s, :, 0], bins=40, density=True, histtype="step", color=c, label=f"particles t={t:.3g}"
+                )
             ref = _reference_density(problem, grid, t)
             if ref is not None:
                 ax_d.plot(grid[:, 0], ref, color=c, lw=1.2, ls="--")
@@ -428,10 +562,14 @@ def figure(result: dict[str, Any], path: Path) -> None:
         shown = [0, *snaps]
         lo, hi = xs[shown, :, :2].min(axis=(0, 1)), xs[shown, :, :2].max(axis=(0, 1))
         pad = 0.1 * (hi - lo)
-        gx, gy = np.meshgrid(np.linspace(lo[0] - pad[0], hi[0] + pad[0], 80), np.linspace(lo[1] - pad[1], hi[1] + pad[1], 80))
+        gx, gy = np.meshgrid(
+            np.linspace(lo[0] - pad[0], hi[0] + pad[0], 80), np.linspace(lo[1] - pad[1], hi[1] + pad[1], 80)
+        )
         for ax, s in zip(axes[:-1], shown):
             kde = gaussian_kde(xs[s, :, :2].T)
-            ax.contourf(gx, gy, kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape), levels=12, cmap="viridis")
+            ax.contourf(
+                gx, gy, kde(np.stack([gx.ravel(), gy.ravel()])).reshape(gx.shape), levels=12, cmap="viridis"
+            )
             ax.scatter(xs[s, :, 0], xs[s, :, 1], s=1.5, color="w", alpha=0.5)
             ax.set_title(f"t={t0 + s * tau:.3g}", fontsize=9)
             ax.set_aspect("equal")
@@ -464,16 +602,27 @@ def _slug(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jkoflow bench pde", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="quick (CI), full (paper settings), fig2 (2-D flows)")
-    parser.add_argument("--only", default=None, help="run only cases whose label contains every comma-separated text")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="quick",
+        help="quick (CI), full (paper settings), fig2 (2-D flows)",
+    )
+    parser.add_argument(
+        "--only", default=None, help="run only cases whose label contains every comma-separated text"
+    )
     parser.add_argument("--exclude", default=None, help="skip cases whose label contains this text")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--n", type=int, default=None, help="override the number of particles")
     parser.add_argument("--out", default=None, help="directory for results.json, table.md and figures")
     parser.add_argument("--steps", type=int, default=None, help="override the number of JKO steps")
     parser.add_argument("--iters", type=int, default=None, help="override the inner iterations per step")
-    parser.add_argument("--solver", default=None, metavar="JSON",
-                        help='other solver settings, e.g. \'{"fresh_samples": 200, "lr_schedule": "cosine"}\'')
+    parser.add_argument(
+        "--solver",
+        default=None,
+        metavar="JSON",
+        help='other solver settings, e.g. \'{"fresh_samples": 200, "lr_schedule": "cosine"}\'',
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
@@ -484,8 +633,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--solver {args.solver!r}: expected a JSON object of solver settings")
     torch.set_num_threads(args.threads)
     wanted = [w for w in (args.only or "").split(",") if w]
-    cases = [c for c in PRESETS[args.preset]
-             if all(w in c.label for w in wanted) and not (args.exclude and args.exclude in c.label)]
+    cases = [
+        c
+        for c in PRESETS[args.preset]
+        if all(w in c.label for w in wanted) and not (args.exclude and args.exclude in c.label)
+    ]
     if not cases:
         print(f"jkoflow bench pde: no case of preset {args.preset!r} matches {args.only!r}")
         return 2
@@ -496,7 +648,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for case in cases:
         for seed in seeds:
-            overrides = {**extra, **{k: v for k, v in (("steps", args.steps), ("inner_iters", args.iters)) if v is not None}}
+            overrides = {
+                **extra,
+                **{k: v for k, v in (("steps", args.steps), ("inner_iters", args.iters)) if v is not None},
+            }
             r = run_case(case, seed, n=args.n, keep_flow=out is not None, solver=overrides)
             results.append(r)
             print(table([r]).splitlines()[-1], flush=True)

@@ -1,8 +1,8 @@
 """The ``jkoflow`` command line.
 
-    jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--seed S]
-    jkoflow plugins [--json]
-    jkoflow bench pde [...]           (validation suite; see ``jkoflow bench pde --help``)
+jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--seed S]
+jkoflow plugins [--json]
+jkoflow bench pde [...]           (validation suite; see ``jkoflow bench pde --help``)
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def _run(args: argparse.Namespace) -> int:
         name = target
     else:
         close = registry.names("problem")
-        print(f"jkoflow run: {target!r} is neither a spec file nor a problem (problems: {', '.join(close)})", file=sys.stderr)
+        print(
+            f"jkoflow run: {target!r} is neither a spec file nor a problem (problems: {', '.join(close)})",
+            file=sys.stderr,
+        )
         return 2
     if args.steps is not None:
         raw.setdefault("solver", {})["steps"] = args.steps
@@ -72,8 +75,11 @@ def _run(args: argparse.Namespace) -> int:
     plot_summary(flow, records, run.problem, out / "summary.png", title=name)
     last = records[-1]
     mean_seconds = sum(r.seconds for r in flow.records) / max(flow.steps, 1)
-    extras = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "t", "seconds", "t_physical", "lr_drops")
-                       and isinstance(v, float))
+    extras = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in last.items()
+        if k not in ("step", "t", "seconds", "t_physical", "lr_drops") and isinstance(v, float)
+    )
     print(f"{flow.steps} steps, {mean_seconds:.3g} s/step; last step: {extras}")
     print(f"wrote {out}/ (spec.toml, metrics.json, particles.npz, maps.pt, summary.png)")
     return status
@@ -90,7 +96,10 @@ def _plugins(args: argparse.Namespace) -> int:
             for name, provider in entries.items():
                 print(f"  {name:<28} ({provider})")
     for failure in registry.failures:
-        print(f"failed to load plugin {failure.entry_point} from {failure.provider}: {failure.error}", file=sys.stderr)
+        print(
+            f"failed to load plugin {failure.entry_point} from {failure.provider}: {failure.error}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -99,7 +108,9 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
     modules = {"pde": "jkoflow.bench_pde", "molecules": "jkoflow.contrib.molecules.bench"}
     if args.suite not in modules:
-        print(f"jkoflow bench: unknown suite {args.suite!r}; expected one of {sorted(modules)}", file=sys.stderr)
+        print(
+            f"jkoflow bench: unknown suite {args.suite!r}; expected one of {sorted(modules)}", file=sys.stderr
+        )
         return 2
     try:
         module = importlib.import_module(modules[args.suite])
@@ -111,7 +122,9 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jkoflow", description="JKO-ICNN Wasserstein gradient flows")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a spec file or a named problem")
     run.add_argument("target", nargs="?", help=f"SPEC.toml or a problem name (default: {DEFAULT_PROBLEM})")
@@ -123,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print {kind: {name: provider}} as JSON")
     bench = sub.add_parser("bench", help="benchmark suites (pde, molecules)", add_help=False)
     bench.add_argument("suite", help="pde or molecules")
-    molecules = sub.add_parser("molecules", help="molecular tools (needs the 'molecules' extra)", add_help=False)
+    molecules = sub.add_parser(
+        "molecules", help="molecular tools (needs the 'molecules' extra)", add_help=False
+    )
     molecules.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -145,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from jkoflow.contrib.molecules.cli import main as molecules_main
         except ImportError as exc:
-            print(f"jkoflow molecules: not available ({exc}); install with pip install 'jkoflow[molecules]'", file=sys.stderr)
+            print(
+                f"jkoflow molecules: not available ({exc}); install with pip install 'jkoflow[molecules]'",
+                file=sys.stderr,
+            )
             return 2
         return int(molecules_main(list(args.rest) + rest) or 0)
     return 2

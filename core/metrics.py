@@ -8,7 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 
-def w1_to_cdf(samples: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, grid: int = 20001) -> float:
+def w1_to_cdf(
+    samples: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, grid: int = 20001
+) -> float:
     """1-D Wasserstein-1 distance ``int |F_n(x) - F(x)| dx`` between the empirical measure of
     ``samples`` and a law with CDF ``cdf`` whose mass lies in ``[lo, hi]`` (the grid is widened
     to cover every sample; trapezoid rule on ``grid`` points)."""

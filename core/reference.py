@@ -83,7 +83,9 @@ def energy_from_functional(functional: object) -> Energy1D:
             fo = term.f.f_over_r
             f_parts.append((weight, lambda r, fo=fo: r * fo(torch.log(r))))
         else:
-            raise TypeError(f"term {term!r}: the 1-D reference handles potential (V), interaction (W) and internal (f) energies only")
+            raise TypeError(
+                f"term {term!r}: the 1-D reference handles potential (V), interaction (W) and internal (f) energies only"
+            )
 
     def combine(parts: list[tuple[float, Callable[[Tensor], Tensor]]], lift: bool) -> Fn | None:
         if not parts:
@@ -98,7 +100,9 @@ def energy_from_functional(functional: object) -> Energy1D:
     return Energy1D(f=combine(f_parts, False), V=combine(v_parts, True), W=combine(w_parts, True))
 
 
-def quantiles(cdf: Callable[[np.ndarray], np.ndarray], u: np.ndarray, lo: float, hi: float, iters: int = 100) -> np.ndarray:
+def quantiles(
+    cdf: Callable[[np.ndarray], np.ndarray], u: np.ndarray, lo: float, hi: float, iters: int = 100
+) -> np.ndarray:
     """``F^{-1}(u)`` for a continuous non-decreasing ``cdf`` with ``F(lo) <= u <= F(hi)`` by
     vectorized bisection (to machine precision after ~60 halvings)."""
     u = np.asarray(u, dtype=float)
@@ -136,7 +140,9 @@ class IdealJKO1D:
     tol: float = 1e-14
     max_newton: int = 100
 
-    def objective(self, X: np.ndarray, Xp: np.ndarray) -> tuple[float, np.ndarray, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    def objective(
+        self, X: np.ndarray, Xp: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray | tuple[np.ndarray, np.ndarray]]:
         """Objective, gradient and Hessian (``(diag, off)`` when tridiagonal, else dense)."""
         M = X.size
         h = 1.0 / M
@@ -204,9 +210,13 @@ class IdealJKO1D:
                         break
                 step *= 0.5
                 if step < 1e-12:
-                    raise NewtonFailed(f"line search failed at Newton iteration {it} (decrement {-slope:.3g})")
+                    raise NewtonFailed(
+                        f"line search failed at Newton iteration {it} (decrement {-slope:.3g})"
+                    )
             X, val, grad, hess = Xn, vn, gn, hn
-        raise NewtonFailed(f"no convergence in {self.max_newton} Newton iterations (decrement {-slope:.3g}, h = {h:.3g})")
+        raise NewtonFailed(
+            f"no convergence in {self.max_newton} Newton iterations (decrement {-slope:.3g}, h = {h:.3g})"
+        )
 
     def run(self, X0: np.ndarray, steps: int) -> IdealTrajectory:
         """``steps`` JKO steps from the quantile particles ``X0`` (at ``u_i = (i - 1/2)/M``)."""
@@ -260,7 +270,18 @@ def ideal_jko(
 
 def deviation(traj: IdealTrajectory, u: np.ndarray, x: Sequence[np.ndarray]) -> np.ndarray:
     """``mean_i |x^k_i - X^k(u_i)|`` for every step ``k`` of particle positions ``x[k]`` (shape ``(n,)``)."""
-    return np.array([float(np.mean(np.abs(np.asarray(xk).ravel() - traj.at(u, k)))) for k, xk in enumerate(x)])
+    return np.array(
+        [float(np.mean(np.abs(np.asarray(xk).ravel() - traj.at(u, k)))) for k, xk in enumerate(x)]
+    )
 
 
-__all__ = ["Energy1D", "IdealJKO1D", "IdealTrajectory", "NewtonFailed", "deviation", "energy_from_functional", "ideal_jko", "quantiles"]
+__all__ = [
+    "Energy1D",
+    "IdealJKO1D",
+    "IdealTrajectory",
+    "NewtonFailed",
+    "deviation",
+    "energy_from_functional",
+    "ideal_jko",
+    "quantiles",
+]

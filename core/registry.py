@@ -189,7 +189,9 @@ class Registry:
 
     def listing(self) -> dict[str, dict[str, str]]:
         """``{kind: {name: provider}}`` for every entry (what ``jkoflow plugins --json`` prints)."""
-        return {kind: {n: e.provider for n, e in sorted(ents.items())} for kind, ents in self._entries.items()}
+        return {
+            kind: {n: e.provider for n, e in sorted(ents.items())} for kind, ents in self._entries.items()
+        }
 
 
 def _dist_name(ep: Any) -> str:

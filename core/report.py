@@ -31,12 +31,26 @@ from .problem import Problem
 def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: float = 0.0) -> dict[str, Any]:
     """The ``metrics.json`` record of ``step`` (0 = the initial cloud)."""
     if step == 0:
-        base: dict[str, Any] = {"step": 0, "t": 0.0, "seconds": 0.0, "F": flow.initial_F, "transport": None,
-                                "inner_loss_final": None, "lr_drops": 0}
+        base: dict[str, Any] = {
+            "step": 0,
+            "t": 0.0,
+            "seconds": 0.0,
+            "F": flow.initial_F,
+            "transport": None,
+            "inner_loss_final": None,
+            "lr_drops": 0,
+        }
     else:
         rec = flow.records[step - 1]
-        base = {"step": step, "t": rec.t, "seconds": rec.seconds, "F": rec.F, "transport": rec.transport,
-                "inner_loss_final": rec.inner_loss[-1] if rec.inner_loss else None, "lr_drops": rec.lr_drops}
+        base = {
+            "step": step,
+            "t": rec.t,
+            "seconds": rec.seconds,
+            "F": rec.F,
+            "transport": rec.transport,
+            "inner_loss_final": rec.inner_loss[-1] if rec.inner_loss else None,
+            "lr_drops": rec.lr_drops,
+        }
     base["t_physical"] = t0 + base["t"]
     base.update(problem_metrics)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in base.items()}
@@ -57,7 +71,9 @@ def write_particles(flow: Flow, out: Path) -> None:
     np.savez_compressed(out / "particles.npz", **arrays)
 
 
-def plot_summary(flow: Flow, records: list[dict[str, Any]], problem: Problem | None, path: Path, title: str = "") -> None:
+def plot_summary(
+    flow: Flow, records: list[dict[str, Any]], problem: Problem | None, path: Path, title: str = ""
+) -> None:
     """Density snapshots (against the exact solution where known) and F over time."""
     import matplotlib
 
@@ -78,7 +94,9 @@ def plot_summary(flow: Flow, records: list[dict[str, Any]], problem: Problem | N
 
         for s, c in zip(snaps, colors):
             t = t0 + s * flow.tau
-            ax_d.plot(grid, gaussian_kde(traj[s, :, 0])(grid), color=c, lw=1.5, label=f"particles (KDE) t={t:.3g}")
+            ax_d.plot(
+                grid, gaussian_kde(traj[s, :, 0])(grid), color=c, lw=1.5, label=f"particles (KDE) t={t:.3g}"
+            )
             exact = problem.exact_density(grid[:, None], t) if problem is not None else None
             if exact is not None:
                 ax_d.plot(grid, exact, color=c, lw=1.2, ls="--")
@@ -86,7 +104,9 @@ def plot_summary(flow: Flow, records: list[dict[str, Any]], problem: Problem | N
         ax_d.set_ylabel("density (dashed: exact)")
     else:
         for s, c in zip(snaps, colors):
-            ax_d.scatter(traj[s, :, 0], traj[s, :, 1], s=4, color=c, alpha=0.6, label=f"t={t0 + s * flow.tau:.3g}")
+            ax_d.scatter(
+                traj[s, :, 0], traj[s, :, 1], s=4, color=c, alpha=0.6, label=f"t={t0 + s * flow.tau:.3g}"
+            )
         ax_d.set_xlabel("x_1")
         ax_d.set_ylabel("x_2")
         ax_d.set_aspect("equal", adjustable="datalim")

@@ -175,13 +175,19 @@ class JKOSolver:
         if x0.ndim != 2:
             raise ValueError(f"x0 has shape {tuple(x0.shape)}: expected (n, d)")
         if self.fresh_samples and sample0 is None:
-            raise ValueError(f"fresh_samples={self.fresh_samples}: pass sample0(n, generator) drawing from rho_0")
+            raise ValueError(
+                f"fresh_samples={self.fresh_samples}: pass sample0(n, generator) drawing from rho_0"
+            )
         needs = functional.needs
         if Need.LOG_DENSITY in needs and log_density0 is None:
             raise ValueError(f"{functional!r} needs log-densities: pass log_density0 = log rho_0(x0)")
         track = log_density0 is not None
         if (Need.LOGDET in needs or track) and logdet is None:
-            why = f"{functional!r} needs log det H_u" if Need.LOGDET in needs else "carrying log-densities (log_density0 given)"
+            why = (
+                f"{functional!r} needs log det H_u"
+                if Need.LOGDET in needs
+                else "carrying log-densities (log_density0 given)"
+            )
             raise ValueError(f"{why}: pass a LogDetEstimator as `logdet`")
         torch.manual_seed(self.seed)
         x = x0.detach().clone()
@@ -264,7 +270,13 @@ class JKOSolver:
             assert sample0 is not None
             # with densities, push in chunks of B: log det H_u of a chunk costs what one iteration's does
             pool = self._fresh(
-                sample0, generator, flow, logdet if wants_density else None, x, self.inner_iters, self.fresh_samples,
+                sample0,
+                generator,
+                flow,
+                logdet if wants_density else None,
+                x,
+                self.inner_iters,
+                self.fresh_samples,
                 chunk=self.fresh_samples if wants_density else 32768,
             )
         base_lr = self.lr

@@ -154,7 +154,11 @@ def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 def check_params(
-    path: str, factory: Callable[..., Any], params: Mapping[str, Any], what: str, injected: tuple[str, ...] = INJECTED
+    path: str,
+    factory: Callable[..., Any],
+    params: Mapping[str, Any],
+    what: str,
+    injected: tuple[str, ...] = INJECTED,
 ) -> dict[str, Any]:
     """Validate ``params`` against ``factory``'s signature and fill defaults.
 
@@ -178,10 +182,15 @@ def check_params(
         if key not in accepted:
             if takes_kwargs:
                 continue
-            raise SpecError(f"{path}.{key}", f"unknown parameter of {what}; expected one of: {', '.join(accepted) or '(none)'}")
+            raise SpecError(
+                f"{path}.{key}",
+                f"unknown parameter of {what}; expected one of: {', '.join(accepted) or '(none)'}",
+            )
         hint = hints.get(key, accepted[key].annotation)
         if not _type_ok(value, hint):
-            raise SpecError(f"{path}.{key}", f"got {value!r} ({type(value).__name__}); expected {_describe(hint)}")
+            raise SpecError(
+                f"{path}.{key}", f"got {value!r} ({type(value).__name__}); expected {_describe(hint)}"
+            )
     resolved = dict(params)
     for name, p in accepted.items():
         if name in resolved:
@@ -208,7 +217,9 @@ def _table(spec: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
 def _kind(table: Mapping[str, Any], path: str, registry: Registry, kind: str) -> Callable[..., Any]:
     name = table.get("kind")
     if not isinstance(name, str):
-        raise SpecError(f"{path}.kind", f"missing or not a string; expected one of: {', '.join(registry.names(kind))}")
+        raise SpecError(
+            f"{path}.kind", f"missing or not a string; expected one of: {', '.join(registry.names(kind))}"
+        )
     try:
         return registry.get(kind, name)
     except (RegistryError, ImportError, ValueError) as exc:
@@ -230,11 +241,19 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
         table = _table(spec, "problem", "problem")
         factory = _kind(table, "problem", registry, "problem")
         params = {k: v for k, v in table.items() if k != "kind"}
-        out["problem"] = {"kind": table["kind"], **check_params("problem", factory, params, f"problem {table['kind']!r}", ("registry",))}
+        out["problem"] = {
+            "kind": table["kind"],
+            **check_params("problem", factory, params, f"problem {table['kind']!r}", ("registry",)),
+        }
         for key in ("dim", "sampler", "terms"):
             if key in spec:
-                raise SpecError(key, f"is defined by problem {table['kind']!r}; set the problem's parameters under [problem] instead")
-        problem = _make(factory, {k: v for k, v in out["problem"].items() if k != "kind"}, "problem", registry)
+                raise SpecError(
+                    key,
+                    f"is defined by problem {table['kind']!r}; set the problem's parameters under [problem] instead",
+                )
+        problem = _make(
+            factory, {k: v for k, v in out["problem"].items() if k != "kind"}, "problem", registry
+        )
         suggested = problem.spec()
         source: dict[str, Any] = {**suggested, **{k: v for k, v in spec.items() if k not in ("problem",)}}
     else:
@@ -263,7 +282,11 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
         raise SpecError("sampler.n", f"got {n!r}; expected a positive integer (number of particles)")
     kind = sampler.pop("kind")
-    resolved_sampler = {"kind": kind, "n": n, **check_params("sampler", factory, sampler, f"sampler {kind!r}")}
+    resolved_sampler = {
+        "kind": kind,
+        "n": n,
+        **check_params("sampler", factory, sampler, f"sampler {kind!r}"),
+    }
 
     # potential network (user's table overrides the problem's suggestion of the same kind)
     pot = dict(suggested.get("potential", DEFAULT_POTENTIAL))
@@ -278,18 +301,26 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
     # solver
     solver = {**suggested.get("solver", {}), **_table(spec, "solver", "solver")}
     logdet = solver.pop("logdet", DEFAULT_LOGDET)
-    logdet_table = {"kind": logdet} if isinstance(logdet, str) else dict(logdet) if isinstance(logdet, Mapping) else None
+    logdet_table = (
+        {"kind": logdet} if isinstance(logdet, str) else dict(logdet) if isinstance(logdet, Mapping) else None
+    )
     if logdet_table is None:
         raise SpecError("solver.logdet", f"got {logdet!r}; expected a name or a table with 'kind'")
     for key in ("seed", "progress"):
         if key in solver:
-            raise SpecError(f"solver.{key}", "is not a solver setting here: use the top-level seed / the CLI's progress bar")
+            raise SpecError(
+                f"solver.{key}",
+                "is not a solver setting here: use the top-level seed / the CLI's progress bar",
+            )
     out["solver"] = check_params("solver", JKOSolver, solver, "the solver")
     out["solver"].pop("seed", None)
     out["solver"].pop("progress", None)
     factory = _kind(logdet_table, "solver.logdet", registry, "logdet")
     kind = logdet_table.pop("kind")
-    out["solver"]["logdet"] = {"kind": kind, **check_params("solver.logdet", factory, logdet_table, f"logdet {kind!r}")}
+    out["solver"]["logdet"] = {
+        "kind": kind,
+        **check_params("solver.logdet", factory, logdet_table, f"logdet {kind!r}"),
+    }
 
     # terms
     terms = source["terms"]
@@ -306,7 +337,13 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
         weight = term.pop("weight", 1.0)
         if not _type_ok(weight, float):
             raise SpecError(f"{path}.weight", f"got {weight!r}; expected a number")
-        resolved_terms.append({"kind": kind, "weight": float(weight), **check_params(path, factory, term, f"functional {kind!r}")})
+        resolved_terms.append(
+            {
+                "kind": kind,
+                "weight": float(weight),
+                **check_params(path, factory, term, f"functional {kind!r}"),
+            }
+        )
     if "problem" not in out:
         out["sampler"] = resolved_sampler
         out["terms"] = resolved_terms
@@ -315,7 +352,9 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
     return out
 
 
-def _make(factory: Callable[..., Any], params: Mapping[str, Any], path: str, registry: Registry, **injected: Any) -> Any:
+def _make(
+    factory: Callable[..., Any], params: Mapping[str, Any], path: str, registry: Registry, **injected: Any
+) -> Any:
     """Call ``factory`` with ``params`` plus whichever of ``injected``/``registry`` it takes."""
     try:
         accepted = inspect.signature(factory).parameters
@@ -348,7 +387,10 @@ class Run:
         self.solver.progress = progress
         needs_density = Need.LOG_DENSITY in self.functional.needs or Need.LOGDET in self.functional.needs
         if needs_density and self.log_density0 is None:
-            raise SpecError("sampler", f"{self.functional!r} needs log rho_0, which sampler {self.spec_sampler['kind']!r} does not provide")
+            raise SpecError(
+                "sampler",
+                f"{self.functional!r} needs log rho_0, which sampler {self.spec_sampler['kind']!r} does not provide",
+            )
         dtype, device = self.x0.dtype, self.x0.device
 
         def sample0(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -356,7 +398,13 @@ class Run:
             return z.to(device=device, dtype=dtype), None if lz is None else lz.to(device=device, dtype=dtype)
 
         return self.solver.run(
-            self.functional, self.make_potential, self.x0, self.log_density0, self.logdet, callback=callback, sample0=sample0
+            self.functional,
+            self.make_potential,
+            self.x0,
+            self.log_density0,
+            self.logdet,
+            callback=callback,
+            sample0=sample0,
         )
 
     @property
@@ -384,7 +432,9 @@ def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
         problem = _make(registry.get("problem", spec["problem"]["kind"]), params, "problem", registry)
 
     sampler_params = {k: v for k, v in derived["sampler"].items() if k not in ("kind", "n")}
-    sampler = _make(registry.get("sampler", derived["sampler"]["kind"]), sampler_params, "sampler", registry, dim=dim)
+    sampler = _make(
+        registry.get("sampler", derived["sampler"]["kind"]), sampler_params, "sampler", registry, dim=dim
+    )
     generator = torch.Generator().manual_seed(spec["seed"])
     x0, log_density0 = sampler.sample(derived["sampler"]["n"], generator)
     x0 = x0.to(dtype)
@@ -411,7 +461,12 @@ def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     except (TypeError, ValueError) as exc:
         raise SpecError("solver", str(exc)) from exc
     ld = spec["solver"]["logdet"]
-    logdet = _make(registry.get("logdet", ld["kind"]), {k: v for k, v in ld.items() if k != "kind"}, "solver.logdet", registry)
+    logdet = _make(
+        registry.get("logdet", ld["kind"]),
+        {k: v for k, v in ld.items() if k != "kind"},
+        "solver.logdet",
+        registry,
+    )
     return Run(spec, functional, make_potential, sampler, logdet, solver, problem, x0, log_density0)
 
 

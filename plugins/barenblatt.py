@@ -109,4 +109,3 @@ class Barenblatt:
     def flow_map(self, x0: np.ndarray, t0: float, t: float) -> np.ndarray:
         """The exact Lagrangian map ``x -> x (t / t0)^b``."""
         return np.asarray(x0) * (t / t0) ** self.b
-

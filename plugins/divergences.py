@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from jkoflow.divergence import Divergence
 from jkoflow.functional import Functional, StepContext
 from jkoflow.registry import Registry, default_registry, hookimpl
+from torch import Tensor
 
 
 def _weights(w: Tensor | None, n: int, like: Tensor) -> Tensor:
@@ -35,7 +34,9 @@ def _weights(w: Tensor | None, n: int, like: Tensor) -> Tensor:
 
 def _check(x: Tensor, y: Tensor) -> None:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)")
+        raise ValueError(
+            f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)"
+        )
 
 
 class Sinkhorn(Divergence):
@@ -68,8 +69,15 @@ class Sinkhorn(Divergence):
         with torch.no_grad():
             both = torch.cat([x, y])
             diameter = max(float((both.max(0).values - both.min(0).values).norm()), self.blur)
-        loss = SamplesLoss("sinkhorn", p=2, blur=self.blur, scaling=self.scaling, debias=True,
-                           diameter=diameter, backend=self.backend)
+        loss = SamplesLoss(
+            "sinkhorn",
+            p=2,
+            blur=self.blur,
+            scaling=self.scaling,
+            debias=True,
+            diameter=diameter,
+            backend=self.backend,
+        )
         value = loss(_weights(a, x.shape[0], x), x, _weights(b, y.shape[0], y), y)
         return value.clamp_min(0.0)
 
@@ -131,7 +139,9 @@ class DivergenceToStart(Functional):
         return f"DivergenceToStart({type(self.divergence).__name__})"
 
 
-def divergence_to_start(divergence: str | dict[str, Any] = "sinkhorn", registry: Registry | None = None) -> DivergenceToStart:
+def divergence_to_start(
+    divergence: str | dict[str, Any] = "sinkhorn", registry: Registry | None = None
+) -> DivergenceToStart:
     """``D((grad u) # rho_t, rho_0)``; ``divergence`` a registered name or ``{kind = ..., ...}``."""
     registry = registry or default_registry()
     if isinstance(divergence, str):

@@ -26,10 +26,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
-
 from jkoflow.functional import Functional, Need, StepContext
 from jkoflow.registry import Registry, default_registry, hookimpl
+from torch import Tensor
 
 FnSpec = str | Mapping[str, Any] | Callable[..., Any]
 """A registered name, ``{"kind": name, **params}``, an import string, or the object itself."""
@@ -186,7 +185,9 @@ class _ConvexityCheck:
     """Run :func:`jkoflow.testing.checks.find_convexity_counterexample` once, on the box the
     particles span (``V``) or the box of their differences (``W``), before the first step."""
 
-    def __init__(self, enabled: bool, fn: Callable[..., Any], what: str, label: str, differences: bool) -> None:
+    def __init__(
+        self, enabled: bool, fn: Callable[..., Any], what: str, label: str, differences: bool
+    ) -> None:
         self.enabled, self.fn, self.what, self.label, self.differences = enabled, fn, what, label, differences
         self.done = False
         self.counterexample: Any = None
@@ -198,14 +199,18 @@ class _ConvexityCheck:
         try:
             from jkoflow.testing.checks import find_convexity_counterexample
         except ImportError as exc:  # hypothesis missing
-            raise ImportError(f"check_convexity needs hypothesis ({exc}): pip install 'jkoflow[testing]'") from exc
+            raise ImportError(
+                f"check_convexity needs hypothesis ({exc}): pip install 'jkoflow[testing]'"
+            ) from exc
         x = x.detach().to(torch.float64)
         span = torch.clamp(x.max(0).values - x.min(0).values, min=1e-3)
         if self.differences:
             low, high = -1.5 * span, 1.5 * span
         else:
             low, high = x.min(0).values - 0.5 * span, x.max(0).values + 0.5 * span
-        found = find_convexity_counterexample(self.fn, x.shape[1], bounds=(low, high), max_examples=100, seed=0)
+        found = find_convexity_counterexample(
+            self.fn, x.shape[1], bounds=(low, high), max_examples=100, seed=0
+        )
         self.counterexample = found
         if found is not None:
             box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(low.tolist(), high.tolist()))
@@ -222,10 +227,14 @@ class _ConvexityCheck:
 class PotentialEnergy(Functional):
     """``F(rho) = int V d rho``; inner objective ``mean_i V(grad u(x_i))``."""
 
-    def __init__(self, V: FnSpec = "quadratic", registry: Registry | None = None, check_convexity: bool = False) -> None:
+    def __init__(
+        self, V: FnSpec = "quadratic", registry: Registry | None = None, check_convexity: bool = False
+    ) -> None:
         self.V = _resolve("potential_fn", V, registry)
         self._label = V if isinstance(V, str) else type(self.V).__name__
-        self.convexity = _ConvexityCheck(check_convexity, self.V, "potential V", _fn_label(V, self.V), differences=False)
+        self.convexity = _ConvexityCheck(
+            check_convexity, self.V, "potential V", _fn_label(V, self.V), differences=False
+        )
 
     def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
         """With ``check_convexity``: property-check ``V`` on the box of ``rho_0``'s particles
@@ -249,10 +258,14 @@ class InteractionEnergy(Functional):
     ``1/2 mean_{i != j} W(y_i - y_j)`` (the diagonal is excluded, so singular kernels such
     as ``-log|z|`` are fine)."""
 
-    def __init__(self, W: FnSpec = "aggregation", registry: Registry | None = None, check_convexity: bool = False) -> None:
+    def __init__(
+        self, W: FnSpec = "aggregation", registry: Registry | None = None, check_convexity: bool = False
+    ) -> None:
         self.W = _resolve("kernel", W, registry)
         self._label = W if isinstance(W, str) else type(self.W).__name__
-        self.convexity = _ConvexityCheck(check_convexity, self.W, "kernel W", _fn_label(W, self.W), differences=True)
+        self.convexity = _ConvexityCheck(
+            check_convexity, self.W, "kernel W", _fn_label(W, self.W), differences=True
+        )
 
     def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
         """With ``check_convexity``: property-check ``W`` on the box of differences of
@@ -286,7 +299,9 @@ class InternalEnergy(Functional):
 
     needs = frozenset({Need.LOGDET, Need.LOG_DENSITY})
 
-    def __init__(self, f: FnSpec | InternalFn = "entropy", registry: Registry | None = None, **params: Any) -> None:
+    def __init__(
+        self, f: FnSpec | InternalFn = "entropy", registry: Registry | None = None, **params: Any
+    ) -> None:
         if params:
             if not isinstance(f, str):
                 raise TypeError(f"parameters {sorted(params)} given with a non-name f={f!r}")

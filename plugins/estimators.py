@@ -120,13 +120,22 @@ def lanczos(op: Operator, v: Tensor, steps: int) -> Lanczos:
             ok = alive[..., j] & (b > 1e3 * eps * scale)
             alive[..., j + 1] = ok
             betas[..., j] = torch.where(ok, b, torch.zeros_like(b))
-            q_prev, q = q, torch.where(ok[..., None], w / b.clamp_min(torch.finfo(v.dtype).tiny)[..., None], torch.zeros_like(w))
+            q_prev, q = (
+                q,
+                torch.where(
+                    ok[..., None], w / b.clamp_min(torch.finfo(v.dtype).tiny)[..., None], torch.zeros_like(w)
+                ),
+            )
             beta_prev = betas[..., j]
     nonfinite = ~(torch.isfinite(alphas) & torch.isfinite(betas))
     if bool(nonfinite.any()):
         raise LogDetError("Lanczos met non-finite Hessian-vector products", _particles_with(nonfinite), n)
     alphas = torch.where(alive, alphas, torch.ones_like(alphas))
-    tri = torch.diag_embed(alphas) + torch.diag_embed(betas[..., : m - 1], 1) + torch.diag_embed(betas[..., : m - 1], -1)
+    tri = (
+        torch.diag_embed(alphas)
+        + torch.diag_embed(betas[..., : m - 1], 1)
+        + torch.diag_embed(betas[..., : m - 1], -1)
+    )
     theta, evecs = torch.linalg.eigh(tri)
     weights = evecs[..., 0, :] ** 2
     bad = (theta <= 0) & (weights > 1e2 * eps)
@@ -140,9 +149,7 @@ def lanczos(op: Operator, v: Tensor, steps: int) -> Lanczos:
     return Lanczos(basis=basis, theta=theta, weights=weights, evecs=evecs, norm2=norm2)
 
 
-def conjugate_gradient(
-    op: Operator, b: Tensor, rtol: float, max_iters: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def conjugate_gradient(op: Operator, b: Tensor, rtol: float, max_iters: int) -> tuple[Tensor, Tensor, Tensor]:
     """Solve ``H_u(x_i) z = b`` for every particle and probe (batched CG, shape ``(n, p, d)``).
 
     Returns ``(z, residual_ratio, iterations)`` with ``residual_ratio = |b - H z| / |b|``.
@@ -350,7 +357,9 @@ class HutchinsonCGLogDet(LogDetEstimator):
             return _finish(value, None)
         pre = Preconditioned(potential, x, self.precondition)
         v = rademacher(x.shape[0], self.probes, x.shape[1], x)
-        z, residual, iters = conjugate_gradient(pre.parts(create_graph=False)[0], v, self.cg_rtol, self.cg_max_iters)
+        z, residual, iters = conjugate_gradient(
+            pre.parts(create_graph=False)[0], v, self.cg_rtol, self.cg_max_iters
+        )
         self.last_cg_iters = int(iters)
         unconverged = residual > self.cg_rtol
         if bool(unconverged.any()):
@@ -388,7 +397,9 @@ class HutchPPLogDet(LogDetEstimator):
     Budget: ``m (2 sketch + probes)`` detached matvecs plus ``sketch + probes`` differentiable.
     """
 
-    def __init__(self, sketch: int = 4, probes: int = 4, lanczos_steps: int = 30, precondition: bool = True) -> None:
+    def __init__(
+        self, sketch: int = 4, probes: int = 4, lanczos_steps: int = 30, precondition: bool = True
+    ) -> None:
         self.sketch = _positive_int("sketch", sketch)
         self.probes = _positive_int("probes", probes)
         self.lanczos_steps = _positive_int("lanczos_steps", lanczos_steps)
@@ -417,7 +428,9 @@ class HutchPPLogDet(LogDetEstimator):
         if not grad:
             return _finish(value, None)
         op_theta, logdet_theta = pre.parts(create_graph=True)
-        return _finish(value, logdet_theta + _surrogate(op_theta, torch.cat(solves, 1), torch.cat(vectors, 1)))
+        return _finish(
+            value, logdet_theta + _surrogate(op_theta, torch.cat(solves, 1), torch.cat(vectors, 1))
+        )
 
     def matvecs(self, dim: int) -> int:
         m = min(self.lanczos_steps, dim)
@@ -438,7 +451,9 @@ class AutoLogDet(LogDetEstimator):
     ``options``). The default threshold comes from ``benchmarks/logdet.py`` (see
     docs/benchmarks.md): below it the exact route is as fast and has no variance."""
 
-    def __init__(self, threshold: int = AUTO_THRESHOLD, stochastic: str = "slq", options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, threshold: int = AUTO_THRESHOLD, stochastic: str = "slq", options: dict[str, Any] | None = None
+    ) -> None:
         if stochastic not in STOCHASTIC:
             raise ValueError(f"stochastic={stochastic!r}: expected one of {sorted(STOCHASTIC)}")
         self.threshold = int(threshold)

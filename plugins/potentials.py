@@ -120,7 +120,9 @@ class ICNN(PotentialNet):
         self.residual = residual
         self._g = ACTIVATIONS[activation]
         self.wx = nn.ModuleList([nn.Linear(dim, w) for w in widths])
-        self.wz = nn.ParameterList([nn.Parameter(torch.empty(w_out, w_in)) for w_in, w_out in zip(widths, widths[1:])])
+        self.wz = nn.ParameterList(
+            [nn.Parameter(torch.empty(w_out, w_in)) for w_in, w_out in zip(widths, widths[1:])]
+        )
         self.out_z = nn.Parameter(torch.empty(widths[-1]))
         self.out_x = nn.Linear(dim, 1)
         if quadratic == "full":

@@ -60,7 +60,14 @@ class Heat(Problem):
         lo, hi = self.mean - 8 * s, self.mean + 8 * s
 
         def w1(samples: np.ndarray) -> float:  # mean over coordinates of marginal W1
-            return float(np.mean([w1_to_cdf(samples[:, j], lambda g: normal_cdf(g, self.mean, s), lo, hi) for j in range(self.dim)]))
+            return float(
+                np.mean(
+                    [
+                        w1_to_cdf(samples[:, j], lambda g: normal_cdf(g, self.mean, s), lo, hi)
+                        for j in range(self.dim)
+                    ]
+                )
+            )
 
         floor = self.mean + s * np.random.default_rng(_FLOOR_SEED).standard_normal(xs.shape)
         exact_map = self.mean + (s / self.std) * (x0s - self.mean)
@@ -106,8 +113,14 @@ class BarenblattSampler(Sampler):
     (``stratified``: one sample per equal-probability stratum of the radial CDF, see
     :meth:`Barenblatt.sample`)."""
 
-    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3,
-                 stratified: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int = 1,
+        m: float = 2.0,
+        C: float = (3 / 16) ** (1 / 3),
+        t0: float = 1e-3,
+        stratified: bool = False,
+    ) -> None:
         self.dim = dim
         self.profile = Barenblatt(dim, m, C)
         self.t0 = float(t0)
@@ -138,8 +151,15 @@ class PorousMedium(Problem):
     ``solver.fresh_samples = n``: 0.15-0.32 i.i.d., 0.06-0.13 stratified, at higher cost).
     """
 
-    def __init__(self, dim: int = 1, m: float = 2.0, C: float = (3 / 16) ** (1 / 3), t0: float = 1e-3, n: int = 200,
-                 stratified: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int = 1,
+        m: float = 2.0,
+        C: float = (3 / 16) ** (1 / 3),
+        t0: float = 1e-3,
+        n: int = 200,
+        stratified: bool = True,
+    ) -> None:
         if not t0 > 0:
             raise ValueError(f"t0={t0}: expected t0 > 0 (the profile is a Dirac mass at t = 0)")
         self.dim, self.m, self.C, self.t0, self.n = int(dim), float(m), float(C), float(t0), int(n)
@@ -154,8 +174,14 @@ class PorousMedium(Problem):
     def spec(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
-            "sampler": {"kind": "barenblatt", "n": self.n, "m": self.m, "C": self.C, "t0": self.t0,
-                        "stratified": self.stratified},
+            "sampler": {
+                "kind": "barenblatt",
+                "n": self.n,
+                "m": self.m,
+                "C": self.C,
+                "t0": self.t0,
+                "stratified": self.stratified,
+            },
             "terms": [{"kind": "porous_medium", "weight": self.weight, "m": self.m}],
             "solver": {"tau": 1e-2, "steps": 10, "inner_iters": 300, "lr": 1e-2},
             "potential": {"kind": "ficnn", "widths": [32, 32]},

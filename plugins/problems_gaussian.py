@@ -82,7 +82,9 @@ class GaussianFlow:
         self.B = 2.0 * self.A
         self.b, self.U = np.linalg.eigh(self.B)
         if self.b.min() <= 0:
-            raise ValueError(f"A has smallest eigenvalue {self.b.min() / 2:.3g}: expected A symmetric positive definite")
+            raise ValueError(
+                f"A has smallest eigenvalue {self.b.min() / 2:.3g}: expected A symmetric positive definite"
+            )
         self._S0_rot = self.U.T @ self.S0 @ self.U
         self._maps: dict[float, np.ndarray] = {0.0: np.eye(len(self.b))}
 
@@ -105,7 +107,9 @@ class GaussianFlow:
                 m = y.reshape(d, d)
                 return (np.linalg.solve(self.cov(s), m) - self.B @ m).ravel()
 
-            sol = solve_ivp(rhs, (start, key), self._maps[start].ravel(), method="DOP853", rtol=1e-10, atol=1e-12)
+            sol = solve_ivp(
+                rhs, (start, key), self._maps[start].ravel(), method="DOP853", rtol=1e-10, atol=1e-12
+            )
             if not sol.success:  # pragma: no cover
                 raise RuntimeError(f"exact Lagrangian map: ODE solver failed at t={t}: {sol.message}")
             self._maps[key] = sol.y[:, -1].reshape(d, d)
@@ -123,7 +127,13 @@ class GaussianFlow:
 
 
 def ideal_jko_step(
-    A: np.ndarray, mu: np.ndarray, m: np.ndarray, S: np.ndarray, tau: float, tol: float = 1e-12, max_newton: int = 50
+    A: np.ndarray,
+    mu: np.ndarray,
+    m: np.ndarray,
+    S: np.ndarray,
+    tau: float,
+    tol: float = 1e-12,
+    max_newton: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact JKO step ``argmin_rho F(rho) + W_2^2(rho, N(m, S)) / (2 tau)`` as the affine
     map ``x -> m' + M (x - m)``; returns ``(m', M)``.
@@ -168,7 +178,9 @@ def ideal_jko_step(
             dm += alpha * p
             r -= alpha * hp
             rs_new = float(np.sum(r * r))
-            if math.sqrt(rs_new) <= 1e-3 * min(1.0, float(np.linalg.norm(grad))) * float(np.linalg.norm(grad)):
+            if math.sqrt(rs_new) <= 1e-3 * min(1.0, float(np.linalg.norm(grad))) * float(
+                np.linalg.norm(grad)
+            ):
                 break
             p = r + (rs_new / rs) * p
             rs = rs_new
@@ -195,7 +207,12 @@ def ideal_jko_trajectory(
 
 
 def ula(
-    x0: Tensor, A: np.ndarray | Tensor, mu: np.ndarray | Tensor, h: float, times: list[float], generator: torch.Generator
+    x0: Tensor,
+    A: np.ndarray | Tensor,
+    mu: np.ndarray | Tensor,
+    h: float,
+    times: list[float],
+    generator: torch.Generator,
 ) -> list[Tensor]:
     """Unadjusted Langevin particles ``X <- X - h B (X - mu) + sqrt(2h) xi`` (``B = 2A``) from
     ``x0``, returned at each of ``times`` (rounded to multiples of ``h``)."""
@@ -252,7 +269,9 @@ class FokkerPlanckGaussian(Problem):
         steps: int = 10,
     ) -> None:
         if not 0 < spectrum_min <= spectrum_max:
-            raise ValueError(f"spectrum ({spectrum_min}, {spectrum_max}): expected 0 < spectrum_min <= spectrum_max")
+            raise ValueError(
+                f"spectrum ({spectrum_min}, {spectrum_max}): expected 0 < spectrum_min <= spectrum_max"
+            )
         if not std0 > 0 or not tau > 0:
             raise ValueError(f"std0={std0}, tau={tau}: expected positive numbers")
         self.dim, self.n, self.tau, self.steps = int(dim), int(n), float(tau), int(steps)
@@ -261,7 +280,9 @@ class FokkerPlanckGaussian(Problem):
         self.A = (q * np.linspace(spectrum_min, spectrum_max, self.dim)) @ q.T
         self.A = (self.A + self.A.T) / 2
         self.mu = np.full(self.dim, self.mu_value)
-        self.exact = GaussianFlow(self.A, self.mu, np.full(self.dim, self.mean0), self.std0**2 * np.eye(self.dim))
+        self.exact = GaussianFlow(
+            self.A, self.mu, np.full(self.dim, self.mean0), self.std0**2 * np.eye(self.dim)
+        )
         self._ideal: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self._empirical: dict[bytes, list[np.ndarray]] = {}
 
@@ -271,8 +292,15 @@ class FokkerPlanckGaussian(Problem):
             "dim": self.dim,
             "sampler": {"kind": "gaussian", "n": self.n, "mean": self.mean0, "std": self.std0},
             "terms": [{"kind": "potential", "weight": 1.0, "V": V}, {"kind": "entropy", "weight": 1.0}],
-            "solver": {"tau": self.tau, "steps": self.steps, "inner_iters": 200, "lr": 1e-2, "logdet": "auto",
-                       "fresh_samples": self.n, "lr_schedule": "cosine"},
+            "solver": {
+                "tau": self.tau,
+                "steps": self.steps,
+                "inner_iters": 200,
+                "lr": 1e-2,
+                "logdet": "auto",
+                "fresh_samples": self.n,
+                "lr_schedule": "cosine",
+            },
             "potential": {"kind": "ficnn", "widths": [64, 64] if self.dim <= 32 else [8, 8]},
         }
 

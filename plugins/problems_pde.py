@@ -61,8 +61,11 @@ class CompactProfile:
     def __init__(self, d: int, p: float, c: float, C: float, center: float = 0.0) -> None:
         self.d, self.p, self.c, self.C, self.center = int(d), float(p), float(c), float(C), float(center)
         self.mass = math.exp(
-            (self.p + self.d / 2) * math.log(self.C) - (self.d / 2) * math.log(self.c)
-            + (self.d / 2) * math.log(math.pi) + gammaln(self.p + 1) - gammaln(self.p + 1 + self.d / 2)
+            (self.p + self.d / 2) * math.log(self.C)
+            - (self.d / 2) * math.log(self.c)
+            + (self.d / 2) * math.log(math.pi)
+            + gammaln(self.p + 1)
+            - gammaln(self.p + 1 + self.d / 2)
         )
 
     @classmethod
@@ -214,7 +217,9 @@ class FokkerPlanckNonlinear(_SteadyStateProblem):
     (``C = (3/(4 sqrt 2))^(2/3) ~= 0.6552`` for ``d = 1, m = 2``; support radius ``sqrt(2C)``).
     """
 
-    def __init__(self, dim: int = 1, m: float = 2.0, variance: float = 0.2, n: int = 100, stratified: bool = True) -> None:
+    def __init__(
+        self, dim: int = 1, m: float = 2.0, variance: float = 0.2, n: int = 100, stratified: bool = True
+    ) -> None:
         self.stratified = bool(stratified)
         if not m > 1:
             raise ValueError(f"m={m}: expected m > 1")
@@ -308,7 +313,11 @@ class Aggregation(_SteadyStateProblem):
 
     def steady_cdf(self, x: np.ndarray) -> np.ndarray:
         z = np.clip(np.asarray(x, dtype=float), -math.sqrt(2), math.sqrt(2))
-        return 0.5 + z * np.sqrt(np.clip(2 - z**2, 0.0, None)) / (2 * math.pi) + np.arcsin(np.clip(z / math.sqrt(2), -1.0, 1.0)) / math.pi
+        return (
+            0.5
+            + z * np.sqrt(np.clip(2 - z**2, 0.0, None)) / (2 * math.pi)
+            + np.arcsin(np.clip(z / math.sqrt(2), -1.0, 1.0)) / math.pi
+        )
 
     def steady_sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         if self.dim == 1:
@@ -326,8 +335,15 @@ class PotentialOnly(Problem):
     law is ``N(m_t, e^{-4At} std0^2)`` with ``m_t = mu + e^{-2At}(mean0 - mu)``.
     """
 
-    def __init__(self, dim: int = 2, a: float | list[float] = 1.0, mu: float | list[float] = 1.0,
-                 mean0: float = 0.0, std0: float = 1.0, n: int = 300) -> None:
+    def __init__(
+        self,
+        dim: int = 2,
+        a: float | list[float] = 1.0,
+        mu: float | list[float] = 1.0,
+        mean0: float = 0.0,
+        std0: float = 1.0,
+        n: int = 300,
+    ) -> None:
         if not std0 > 0:
             raise ValueError(f"std0={std0}: expected a positive number")
         self.dim, self.mean0, self.std0, self.n = int(dim), float(mean0), float(std0), int(n)
@@ -376,11 +392,15 @@ class PotentialOnly(Problem):
             s = math.sqrt(var[0])
 
             def w1(v: np.ndarray) -> float:
-                return w1_to_cdf(v[:, 0], lambda g: normal_cdf(g, mean[0], s), mean[0] - 8 * s, mean[0] + 8 * s)
+                return w1_to_cdf(
+                    v[:, 0], lambda g: normal_cdf(g, mean[0], s), mean[0] - 8 * s, mean[0] + 8 * s
+                )
 
             out["w1"], out["w1_iid_floor"] = w1(xs), w1(floor)
         else:
-            ref = mean + np.sqrt(var) * np.random.default_rng(_FLOOR_SEED + 1).standard_normal((_REF_SAMPLES, self.dim))
+            ref = mean + np.sqrt(var) * np.random.default_rng(_FLOOR_SEED + 1).standard_normal(
+                (_REF_SAMPLES, self.dim)
+            )
             out["w2"], out["w2_iid_floor"] = w2_between_samples(xs, ref), w2_between_samples(floor, ref)
         return out
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
-
 from jkoflow.registry import Registry, hookimpl
 from jkoflow.sampler import Sampler
+from torch import Tensor
 
 
 class Gaussian(Sampler):

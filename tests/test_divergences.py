@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
+import jkoflow
 import numpy as np
 import pytest
 import torch
-
-import jkoflow
 from jkoflow.registry import default_registry
 
 
@@ -36,9 +35,12 @@ def test_w2_of_a_translation_is_the_squared_shift() -> None:
 
 def test_mmd_matches_the_kernel_formula() -> None:
     g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(30, 2, generator=g, dtype=torch.float64), torch.randn(20, 2, generator=g, dtype=torch.float64) + 0.5
+    x, y = (
+        torch.randn(30, 2, generator=g, dtype=torch.float64),
+        torch.randn(20, 2, generator=g, dtype=torch.float64) + 0.5,
+    )
     sigma = 0.7
-    k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * sigma**2))  # noqa: E731
+    k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * sigma**2))
     expected = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
     mmd = default_registry().get("divergence", "mmd")(sigma=sigma)
     # geomloss' "gaussian" loss is half the squared MMD
@@ -48,7 +50,10 @@ def test_mmd_matches_the_kernel_formula() -> None:
 def test_sinkhorn_approaches_w2_half_for_small_blur() -> None:
     """With cost |x-y|^2/2 the debiased Sinkhorn divergence tends to W_2^2 / 2 as blur -> 0."""
     g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(50, 2, generator=g, dtype=torch.float64), torch.randn(50, 2, generator=g, dtype=torch.float64) + 1.0
+    x, y = (
+        torch.randn(50, 2, generator=g, dtype=torch.float64),
+        torch.randn(50, 2, generator=g, dtype=torch.float64) + 1.0,
+    )
     w2 = float(default_registry().get("divergence", "w2")()(x, y))
     s = float(default_registry().get("divergence", "sinkhorn")(blur=0.01, scaling=0.9)(x, y))
     assert s == pytest.approx(w2 / 2, rel=0.02)
@@ -64,7 +69,13 @@ def test_divergence_to_start_pulls_a_drifting_flow_back() -> None:
     }
     drift = [{"kind": "potential", "V": {"kind": "quadratic", "center": 2.0}}]
     free = jkoflow.build({**base, "terms": drift}).execute()
-    held = jkoflow.build({**base, "terms": drift + [{"kind": "divergence_to_start", "weight": 20.0, "divergence": {"kind": "mmd", "sigma": 1.0}}]}).execute()
+    held = jkoflow.build(
+        {
+            **base,
+            "terms": drift
+            + [{"kind": "divergence_to_start", "weight": 20.0, "divergence": {"kind": "mmd", "sigma": 1.0}}],
+        }
+    ).execute()
     m_free, m_held = float(free.particles[-1].mean()), float(held.particles[-1].mean())
     assert m_held < m_free - 0.1
     assert held.records[-1].F is not None and held.records[-1].F > 0

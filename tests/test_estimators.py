@@ -48,7 +48,12 @@ NAMES = default_registry().names("logdet")
 # probes; the gradient has d^2 or ~10^4 entries, so its cosine drops with d at a fixed
 # budget); measured values are 1.5-3x inside these (see docs/benchmarks.md).
 EXACT_TOLERANCE = (1e-5, 1e-5, 0.99999)
-STOCHASTIC_TOLERANCE = {2: (0.06, 0.40, 0.97), 8: (0.03, 0.12, 0.96), 32: (0.01, 0.08, 0.88), 64: (0.015, 0.06, 0.80)}
+STOCHASTIC_TOLERANCE = {
+    2: (0.06, 0.40, 0.97),
+    8: (0.03, 0.12, 0.96),
+    32: (0.01, 0.08, 0.88),
+    64: (0.015, 0.06, 0.80),
+}
 TOLERANCES: dict[str, dict[int, tuple[float, float, float]]] = {
     "exact": dict.fromkeys((2, 8, 32, 64), EXACT_TOLERANCE),
     "auto": dict.fromkeys((2, 8, 32, 64), EXACT_TOLERANCE),  # exact for d <= 64
@@ -139,7 +144,9 @@ def check(name: str, dim: int, errors: tuple[float, float, float]) -> None:
     mean_tol, particle_tol, cos_min = TOLERANCES.get(name, {}).get(dim, DEFAULT_TOLERANCE)
     mean_err, particle_err, cos = errors
     assert mean_err <= mean_tol, f"{name}: relative error of the mean {mean_err:.4f} > {mean_tol}"
-    assert particle_err <= particle_tol, f"{name}: per-particle relative error {particle_err:.4f} > {particle_tol}"
+    assert particle_err <= particle_tol, (
+        f"{name}: per-particle relative error {particle_err:.4f} > {particle_tol}"
+    )
     assert cos >= cos_min, f"{name}: gradient cosine {cos:.4f} < {cos_min}"
 
 
@@ -229,7 +236,9 @@ def test_logdet_from_a_spec() -> None:
     base = {"dim": 3, "sampler": {"kind": "gaussian", "n": 4}, "terms": [{"kind": "entropy"}]}
     out = resolve({**base, "solver": {"tau": 0.1, "steps": 1, "logdet": "slq"}})
     assert out["solver"]["logdet"] == {"kind": "slq", "probes": 8, "lanczos_steps": 30, "precondition": True}
-    out = resolve({**base, "solver": {"tau": 0.1, "steps": 1, "logdet": {"kind": "hutchinson_cg", "probes": 2}}})
+    out = resolve(
+        {**base, "solver": {"tau": 0.1, "steps": 1, "logdet": {"kind": "hutchinson_cg", "probes": 2}}}
+    )
     assert out["solver"]["logdet"]["probes"] == 2 and out["solver"]["logdet"]["cg_rtol"] == 1e-3
     with pytest.raises(SpecError, match="solver.logdet.probes"):
         resolve({**base, "solver": {"tau": 0.1, "steps": 1, "logdet": {"kind": "slq", "probes": "many"}}})
@@ -253,8 +262,14 @@ def test_icnn_closed_forms_match_autograd(make, activation: str) -> None:  # typ
     params = list(net.parameters())
     for closed, generic in [
         (lambda: net.transport(x).pow(2).sum(), lambda: PotentialNet.transport(net, x).pow(2).sum()),
-        (lambda: torch.logdet(net.hessian(x)).sum(), lambda: torch.logdet(PotentialNet.hessian(net, x)).sum()),
-        (lambda: (net.hvp_operator(x, True)(v) * v).sum(), lambda: (PotentialNet.hvp_operator(net, x, True)(v) * v).sum()),
+        (
+            lambda: torch.logdet(net.hessian(x)).sum(),
+            lambda: torch.logdet(PotentialNet.hessian(net, x)).sum(),
+        ),
+        (
+            lambda: (net.hvp_operator(x, True)(v) * v).sum(),
+            lambda: (PotentialNet.hvp_operator(net, x, True)(v) * v).sum(),
+        ),
     ]:
         grads = [torch.autograd.grad(f(), params, allow_unused=True) for f in (closed, generic)]
         for a, b, p in zip(*grads, params):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import jkoflow
+import pytest
 from jkoflow import spec as specmod
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
+import jkoflow
 import numpy as np
 import pytest
 import torch
-
-import jkoflow
 
 
 def _run(spec: dict) -> tuple[jkoflow.Run, jkoflow.Flow]:
@@ -19,13 +18,15 @@ def _run(spec: dict) -> tuple[jkoflow.Run, jkoflow.Flow]:
 def test_potential_flow_moves_the_mean_at_the_jko_rate() -> None:
     """V(x) = |x - c|^2 / 2: the JKO step is x -> c + (x - c)/(1 + tau) exactly."""
     tau, c = 0.5, [0.0, 0.5]
-    _, flow = _run({
-        "dim": 2,
-        "sampler": {"kind": "gaussian", "n": 200, "mean": [1.0, -1.0]},
-        "terms": [{"kind": "potential", "V": {"kind": "quadratic", "center": c}}],
-        "solver": {"tau": tau, "steps": 3, "inner_iters": 100, "lr": 2e-2},
-        "potential": {"widths": [16, 16]},
-    })
+    _, flow = _run(
+        {
+            "dim": 2,
+            "sampler": {"kind": "gaussian", "n": 200, "mean": [1.0, -1.0]},
+            "terms": [{"kind": "potential", "V": {"kind": "quadratic", "center": c}}],
+            "solver": {"tau": tau, "steps": 3, "inner_iters": 100, "lr": 2e-2},
+            "potential": {"widths": [16, 16]},
+        }
+    )
     center = torch.tensor(c)
     for k in range(3):
         expected = center + (flow.particles[k].mean(0) - center) / (1 + tau)
@@ -40,11 +41,13 @@ def test_heat_flow_variance(dim: int) -> None:
     """Heat flow from N(0, I): variance after T steps within 5% of 1 + 2 T tau, and within 2%
     of the exact flow applied to the same sample (noise-free: var_T / var_0 = 1 + 2 T tau)."""
     tau, steps = 0.1, 3
-    run, flow = _run({
-        "problem": {"kind": "heat", "dim": dim, "n": 1000},
-        "solver": {"tau": tau, "steps": steps, "inner_iters": 100},
-        "potential": {"widths": [16, 16]},
-    })
+    run, flow = _run(
+        {
+            "problem": {"kind": "heat", "dim": dim, "n": 1000},
+            "solver": {"tau": tau, "steps": steps, "inner_iters": 100},
+            "potential": {"widths": [16, 16]},
+        }
+    )
     target = 1 + 2 * steps * tau
     var0 = flow.particles[0].var(0)
     var = flow.particles[-1].var(0)
@@ -54,11 +57,13 @@ def test_heat_flow_variance(dim: int) -> None:
 
 
 def test_heat_entropy_from_carried_log_densities_matches_exact() -> None:
-    run, flow = _run({
-        "problem": {"kind": "heat", "dim": 1, "n": 1000},
-        "solver": {"tau": 0.1, "steps": 2, "inner_iters": 100},
-        "potential": {"widths": [16, 16]},
-    })
+    run, flow = _run(
+        {
+            "problem": {"kind": "heat", "dim": 1, "n": 1000},
+            "solver": {"tau": 0.1, "steps": 2, "inner_iters": 100},
+            "potential": {"widths": [16, 16]},
+        }
+    )
     assert run.problem is not None
     for rec in flow.records:
         exact = run.problem.exact_F(rec.t)
@@ -105,13 +110,15 @@ def test_minibatch_inner_loop_reaches_the_same_jko_step() -> None:
     """batch_size < n: each inner iteration sees a random minibatch; for V = |x - c|^2/2 the
     JKO map x -> c + (x - c)/(1 + tau) is the same for every batch, so all particles follow it."""
     tau, c = 0.5, 1.0
-    _, flow = _run({
-        "dim": 1,
-        "sampler": {"kind": "gaussian", "n": 1000},
-        "terms": [{"kind": "potential", "V": {"kind": "quadratic", "center": c}}],
-        "solver": {"tau": tau, "steps": 1, "inner_iters": 150, "lr": 2e-2, "batch_size": 50},
-        "potential": {"widths": [8]},
-    })
+    _, flow = _run(
+        {
+            "dim": 1,
+            "sampler": {"kind": "gaussian", "n": 1000},
+            "terms": [{"kind": "potential", "V": {"kind": "quadratic", "center": c}}],
+            "solver": {"tau": tau, "steps": 1, "inner_iters": 150, "lr": 2e-2, "batch_size": 50},
+            "potential": {"widths": [8]},
+        }
+    )
     expected = c + (flow.particles[0] - c) / (1 + tau)
     assert (flow.particles[1] - expected).abs().max() < 0.02
 
@@ -138,12 +145,14 @@ def test_fresh_samples_fit_the_population_jko_step_not_the_carried_cloud(fresh: 
     solver: dict = {"tau": tau, "steps": steps, "inner_iters": 200, "lr": 2e-2, "lr_schedule": "cosine"}
     if fresh:
         solver["fresh_samples"] = 400
-    _, flow = _run({
-        "problem": {"kind": "heat", "dim": 1, "n": 12},
-        "seed": 3,
-        "solver": solver,
-        "potential": {"widths": [8]},
-    })
+    _, flow = _run(
+        {
+            "problem": {"kind": "heat", "dim": 1, "n": 12},
+            "seed": 3,
+            "solver": solver,
+            "potential": {"widths": [8]},
+        }
+    )
     x0 = flow.particles[0][:, 0].double()
     var_hat = float(x0.var(unbiased=False))
     assert abs(var_hat - 1) > 0.25  # the carried sample is far from its law
@@ -155,7 +164,9 @@ def test_fresh_samples_fit_the_population_jko_step_not_the_carried_cloud(fresh: 
         var_pop, var_emp = var_pop * a * a, var_emp * b * b
     assert abs(pop / emp - 1) > 0.02
     xt = flow.particles[-1][:, 0].double()
-    scale = float(((xt - xt.mean()) * (x0 - x0.mean())).sum() / ((x0 - x0.mean()) ** 2).sum())  # least-squares slope
+    scale = float(
+        ((xt - xt.mean()) * (x0 - x0.mean())).sum() / ((x0 - x0.mean()) ** 2).sum()
+    )  # least-squares slope
     if fresh:
         assert abs(scale / pop - 1) < 0.005, (scale, pop, emp)
     else:  # biased towards the empirical step (an ICNN is not affine between 12 points: 1.5 %)
@@ -165,14 +176,18 @@ def test_fresh_samples_fit_the_population_jko_step_not_the_carried_cloud(fresh: 
 def test_fresh_samples_pushed_like_the_carried_particles() -> None:
     """The fresh-sample push (z ~ rho_0 through T_1..T_t with log rho_t carried by log det H_u)
     applied to the initial particles themselves reproduces the carried particles and densities."""
-    run, flow = _run({
-        "problem": {"kind": "porous-medium", "dim": 1, "n": 50},
-        "solver": {"steps": 2, "inner_iters": 20},
-        "potential": {"widths": [8]},
-    })
+    run, flow = _run(
+        {
+            "problem": {"kind": "porous-medium", "dim": 1, "n": 50},
+            "solver": {"steps": 2, "inner_iters": 20},
+            "potential": {"widths": [8]},
+        }
+    )
     x0, l0 = flow.particles[0], flow.log_densities[0]
     solver = jkoflow.JKOSolver(tau=flow.tau, steps=2, fresh_samples=50)
-    x, lx = solver._fresh(lambda n, g: (x0[:n], l0[:n]), torch.Generator(), flow, run.logdet, x0, 2, 25, chunk=16)
+    x, lx = solver._fresh(
+        lambda n, g: (x0[:n], l0[:n]), torch.Generator(), flow, run.logdet, x0, 2, 25, chunk=16
+    )
     twice = torch.cat([flow.particles[-1][:25]] * 2), torch.cat([flow.log_densities[-1][:25]] * 2)
     assert torch.allclose(x, twice[0], atol=1e-6)
     assert lx is not None and torch.allclose(lx, twice[1], atol=1e-5)
@@ -188,7 +203,9 @@ def test_fresh_samples_are_validated() -> None:
         jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10, batch_size=10)
     with pytest.raises(ValueError, match="lr_schedule='linear': expected one of"):
         jkoflow.JKOSolver(tau=0.1, steps=1, lr_schedule="linear")
-    assert jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=0, batch_size=10).batch_size == 10  # 0 = off (TOML has no None)
+    assert (
+        jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=0, batch_size=10).batch_size == 10
+    )  # 0 = off (TOML has no None)
     solver = jkoflow.JKOSolver(tau=0.1, steps=1, fresh_samples=10)
     with pytest.raises(ValueError, match="pass sample0"):
         solver.run(entropy(), lambda: ficnn(1, [4]), torch.zeros(3, 1))

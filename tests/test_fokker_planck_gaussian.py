@@ -119,7 +119,9 @@ def test_ula_matches_exact_covariance() -> None:
 
 
 def test_problem_spec_builds_the_right_functional() -> None:
-    run = jkoflow.build({"problem": {"kind": "fokker-planck-gaussian", "dim": 3, "n": 50}, "solver": {"steps": 0}})
+    run = jkoflow.build(
+        {"problem": {"kind": "fokker-planck-gaussian", "dim": 3, "n": 50}, "solver": {"steps": 0}}
+    )
     problem = run.problem
     x = torch.randn(7, 3, dtype=torch.float64)
     V = ((x.numpy() - problem.mu) @ problem.A * (x.numpy() - problem.mu)).sum(-1)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from jkoflow.plugins.potentials import ICNN, ficnn, resicnn
 
 configs = st.fixed_dictionaries(
@@ -37,7 +36,9 @@ def _random_net(cfg: dict) -> ICNN:
 @given(cfg=configs)
 def test_hessian_is_symmetric_psd_and_pd_with_alpha(cfg: dict) -> None:
     net = _random_net(cfg)
-    x = 3 * torch.randn(16, cfg["dim"], dtype=torch.float64, generator=torch.Generator().manual_seed(cfg["seed"]))
+    x = 3 * torch.randn(
+        16, cfg["dim"], dtype=torch.float64, generator=torch.Generator().manual_seed(cfg["seed"])
+    )
     hess = net.hessian(x, create_graph=False)
     assert torch.allclose(hess, hess.transpose(1, 2), atol=1e-10)
     eig = torch.linalg.eigvalsh(hess)

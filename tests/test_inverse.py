@@ -82,7 +82,9 @@ def test_log_density_of_affine_flow_is_gaussian_2d() -> None:
 
 def test_heat_flow_density_matches_the_gaussian() -> None:
     # a short trained JKO flow of the heat equation: Algorithm 2 against N(0, 1 + 2t) at t = 2 tau
-    run = jkoflow.build({"problem": {"kind": "heat", "n": 100}, "solver": {"tau": 0.1, "steps": 2, "inner_iters": 60}})
+    run = jkoflow.build(
+        {"problem": {"kind": "heat", "n": 100}, "solver": {"tau": 0.1, "steps": 2, "inner_iters": 60}}
+    )
     flow = run.execute()
     flow.log_rho0 = run.problem.log_density0
     grid = torch.linspace(-2.5, 2.5, 101, dtype=torch.float64)[:, None]

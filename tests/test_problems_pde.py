@@ -133,10 +133,20 @@ def test_pde_problems_default_to_stratified_particles() -> None:
         assert iid.spec["_derived"]["sampler"].get("stratified") in (False, None), name
         assert iid.spec["_derived"]["sampler"]["kind"] != "gaussian-stratified"
     # full preset: the tau table's variants carry their solver settings explicitly
-    variants = {c.label.split(" ", 5)[-1]: c for c in PRESETS["full"] if c.label.startswith("porous-medium d=1 m=2 N=200 tau=0.01 ")}
+    variants = {
+        c.label.split(" ", 5)[-1]: c
+        for c in PRESETS["full"]
+        if c.label.startswith("porous-medium d=1 m=2 N=200 tau=0.01 ")
+    }
     assert set(variants) == {"stratified", "stratified fresh", "iid fresh", "iid paper"}
-    assert variants["stratified"].solver["fresh_samples"] == 0 and variants["stratified"].solver["lr_schedule"] == "cosine"
-    assert variants["stratified fresh"].solver["fresh_samples"] == 200 and variants["stratified fresh"].problem["stratified"]
+    assert (
+        variants["stratified"].solver["fresh_samples"] == 0
+        and variants["stratified"].solver["lr_schedule"] == "cosine"
+    )
+    assert (
+        variants["stratified fresh"].solver["fresh_samples"] == 200
+        and variants["stratified fresh"].problem["stratified"]
+    )
     assert variants["iid paper"].solver["lr"] == 1e-3 and not variants["iid paper"].problem["stratified"]
     for case in PRESETS["fig2"]:  # measured with i.i.d. particles
         assert not case.problem.get("stratified", False)
@@ -152,12 +162,18 @@ def test_quick_bench_steady_state_flows(index: int) -> None:
 
 
 def test_stratified_barenblatt_has_one_point_per_stratum() -> None:
-    run = jkoflow.build({"problem": {"kind": "porous-medium", "n": 500}, "dtype": "float64"})  # stratified by default
+    run = jkoflow.build(
+        {"problem": {"kind": "porous-medium", "n": 500}, "dtype": "float64"}
+    )  # stratified by default
     pm = run.problem
     u = np.sort(pm.cdf0(run.x0[:, 0].numpy()))
     np.testing.assert_array_equal(np.floor(u * 500).astype(int), np.arange(500))
-    np.testing.assert_allclose(run.log_density0.numpy(), np.log(pm.exact_density(run.x0.numpy(), pm.t0)), atol=1e-6)  # float32 sampler
-    iid = jkoflow.build({"problem": {"kind": "porous-medium", "n": 500, "stratified": False}, "dtype": "float64"})
+    np.testing.assert_allclose(
+        run.log_density0.numpy(), np.log(pm.exact_density(run.x0.numpy(), pm.t0)), atol=1e-6
+    )  # float32 sampler
+    iid = jkoflow.build(
+        {"problem": {"kind": "porous-medium", "n": 500, "stratified": False}, "dtype": "float64"}
+    )
     u_iid = np.sort(pm.cdf0(iid.x0[:, 0].numpy()))
     assert not np.array_equal(np.floor(u_iid * 500).astype(int), np.arange(500))
 

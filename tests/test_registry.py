@@ -6,13 +6,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import jkoflow
+import pytest
 from jkoflow.registry import DuplicateNameError, Registry, UnknownNameError, default_registry, hookimpl
 
 
-def _install_fake_distribution(root: Path, dist: str, module: str, source: str, entry: str | None = None) -> None:
+def _install_fake_distribution(
+    root: Path, dist: str, module: str, source: str, entry: str | None = None
+) -> None:
     """Write an importable module plus a ``.dist-info`` advertising it in ``jkoflow.plugins``
     (what ``pip install`` of a plugin package leaves on ``sys.path``)."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
@@ -78,7 +79,9 @@ def test_third_party_entry_point_adds_a_functional_usable_from_a_spec(site: Path
 
 
 def test_broken_plugin_is_reported_and_others_survive(site: Path) -> None:
-    _install_fake_distribution(site, "fakeplug-broken", "fakeplug_broken", "raise ImportError('missing dependency zzz')\n")
+    _install_fake_distribution(
+        site, "fakeplug-broken", "fakeplug_broken", "raise ImportError('missing dependency zzz')\n"
+    )
     registry = Registry()
     with pytest.warns(RuntimeWarning, match="fakeplug-broken"):
         registry.load_entry_points()
@@ -88,13 +91,18 @@ def test_broken_plugin_is_reported_and_others_survive(site: Path) -> None:
 
 
 def test_duplicate_names_name_both_providers(site: Path) -> None:
-    _install_fake_distribution(site, "fakeplug-dup", "fakeplug_dup", """
+    _install_fake_distribution(
+        site,
+        "fakeplug-dup",
+        "fakeplug_dup",
+        """
 from jkoflow.registry import hookimpl
 
 @hookimpl
 def jkoflow_register(registry):
     registry.add("net", "ficnn", object)
-""")
+""",
+    )
     registry = Registry()
     with pytest.raises(DuplicateNameError, match=r"'jkoflow'.*'fakeplug-dup'"):
         registry.load_entry_points()
@@ -112,7 +120,7 @@ def test_local_registration_without_packaging() -> None:
     class Plugin:
         @hookimpl
         def jkoflow_register(self, registry: Registry) -> None:
-            registry.add("kernel", "zero", lambda: (lambda z: z.sum(-1) * 0))
+            registry.add("kernel", "zero", lambda: lambda z: z.sum(-1) * 0)
 
     registry = Registry()
     registry.register(Plugin(), provider="my-notebook")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jkoflow
 import pytest
 import torch
-
-import jkoflow
 from jkoflow import spec as specmod
 
 SPEC = {
@@ -57,16 +56,31 @@ def test_weighted_terms_compose() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"terms": [{"kind": "porous_medium", "m": "two"}]}, r"terms\[0\]\.m: got 'two' \(str\); expected float"),
-        ({"terms": [{"kind": "porous_medum"}]}, r"terms\[0\]\.kind: unknown functional 'porous_medum'; did you mean 'porous_medium'"),
-        ({"terms": [{"kind": "entropy", "mm": 1}]}, r"terms\[0\]\.mm: unknown parameter of functional 'entropy'"),
+        (
+            {"terms": [{"kind": "porous_medium", "m": "two"}]},
+            r"terms\[0\]\.m: got 'two' \(str\); expected float",
+        ),
+        (
+            {"terms": [{"kind": "porous_medum"}]},
+            r"terms\[0\]\.kind: unknown functional 'porous_medum'; did you mean 'porous_medium'",
+        ),
+        (
+            {"terms": [{"kind": "entropy", "mm": 1}]},
+            r"terms\[0\]\.mm: unknown parameter of functional 'entropy'",
+        ),
         ({"solver": {"tau": 0.1}}, r"solver\.steps: missing required parameter"),
         ({"solver": {"tau": -1.0, "steps": 2}}, r"solver: tau=-1.0: expected a positive number"),
         ({"sampler": {"kind": "gaussian", "n": 0}}, r"sampler\.n: got 0; expected a positive integer"),
-        ({"potential": {"kind": "ficnn", "widths": [8], "activation": "relu"}}, r"potential: activation='relu'"),
+        (
+            {"potential": {"kind": "ficnn", "widths": [8], "activation": "relu"}},
+            r"potential: activation='relu'",
+        ),
         ({"dim": "1"}, r"dim: got '1'; expected a positive integer"),
         ({"bogus": 1}, r"bogus: unknown top-level key"),
-        ({"solver": {"tau": 0.1, "steps": 1, "logdet": "exakt"}}, r"solver\.logdet\.kind: unknown logdet 'exakt'; did you mean 'exact'"),
+        (
+            {"solver": {"tau": 0.1, "steps": 1, "logdet": "exakt"}},
+            r"solver\.logdet\.kind: unknown logdet 'exakt'; did you mean 'exact'",
+        ),
     ],
 )
 def test_bad_specs_name_the_key_path(patch: dict, message: str) -> None:

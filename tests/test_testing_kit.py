@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import warnings
 
+import jkoflow
 import numpy as np
 import ot
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import Tensor
-
-import jkoflow
 from jkoflow.functional import Functional, LogDet, Need, StepContext
 from jkoflow.logdet import LogDetEstimator
 from jkoflow.plugins.energies import ConvexityWarning, interaction, potential
@@ -28,21 +26,25 @@ from jkoflow.testing import (
     assert_valid_functional,
     assert_valid_logdet_estimator,
     assert_valid_potential_net,
+    conformance,
 )
-from jkoflow.testing import conformance
 from jkoflow.testing.strategies import clouds, convex_functions, spd_matrices, transport_problems
+from torch import Tensor
 
 pytest_plugins = ["pytester"]
 HOME = os.path.expanduser("~")  # pytester points HOME at a temporary folder; plugins' caches live here
 
-KNOWN_FAILURES = {
-}
+KNOWN_FAILURES = {}
 
 
 def _case_params(kinds: tuple[str, ...]) -> list:
     params = []
     for case in conformance.cases(kinds=kinds):
-        marks = [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[case.name])] if case.name in KNOWN_FAILURES else []
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[case.name])]
+            if case.name in KNOWN_FAILURES
+            else []
+        )
         params.append(pytest.param(case, id=case.id, marks=marks))
     return params
 
@@ -57,8 +59,15 @@ def test_builtin_plugins_pass_the_conformance_suite(case: conformance.Case) -> N
 
 def test_the_suite_covers_the_builtins() -> None:
     ids = {(c.kind, c.name) for c in conformance.cases()}
-    for expected in [("net", "ficnn"), ("net", "resicnn"), ("functional", "entropy"), ("functional", "porous_medium"),
-                     ("functional", "potential"), ("functional", "interaction"), ("logdet", "exact")]:
+    for expected in [
+        ("net", "ficnn"),
+        ("net", "resicnn"),
+        ("functional", "entropy"),
+        ("functional", "porous_medium"),
+        ("functional", "potential"),
+        ("functional", "interaction"),
+        ("logdet", "exact"),
+    ]:
         assert expected in ids
 
 
@@ -67,7 +76,7 @@ def double_well(x: Tensor) -> Tensor:
     return (x.pow(2).sum(-1) - 1) ** 2
 
 
-def _jensen_fails(f, ce) -> bool:  # noqa: ANN001
+def _jensen_fails(f, ce) -> bool:
     x, y, z = (torch.tensor([v], dtype=torch.float64) for v in (ce.x, ce.y, ce.z))
     assert torch.allclose(z, ce.t * x + (1 - ce.t) * y)
     return float(f(z)) > ce.t * float(f(x)) + (1 - ce.t) * float(f(y))
@@ -88,7 +97,9 @@ def test_assert_convex_reports_a_negative_hessian_eigenvalue() -> None:
     with pytest.raises(ConvexityError) as info:
         assert_convex(double_well, dim=2, max_examples=30)
     ce = info.value.counterexample
-    hess = torch.autograd.functional.hessian(lambda z: double_well(z[None])[0], torch.tensor(ce.z, dtype=torch.float64))
+    hess = torch.autograd.functional.hessian(
+        lambda z: double_well(z[None])[0], torch.tensor(ce.z, dtype=torch.float64)
+    )
     if ce.kind == "hessian":
         assert float(torch.linalg.eigvalsh(hess)[0]) == pytest.approx(ce.lhs) and ce.lhs < 0
     else:
@@ -98,7 +109,7 @@ def test_assert_convex_reports_a_negative_hessian_eigenvalue() -> None:
 @pytest.mark.slow  # a failing check shrinks its counterexample: ~600 probes, 5-10 s on 1 thread
 def test_strong_convexity_modulus_is_checked() -> None:
     a = torch.diag(torch.tensor([0.5, 2.0], dtype=torch.float64))
-    quad = lambda x: 0.5 * ((x @ a) * x).sum(-1)  # noqa: E731
+    quad = lambda x: 0.5 * ((x @ a) * x).sum(-1)
     assert_strongly_convex(quad, 0.5, dim=2)
     with pytest.raises(ConvexityError) as info:
         assert_strongly_convex(quad, 0.6, dim=2, max_examples=30)
@@ -197,7 +208,7 @@ class _Exact(LogDetEstimator):
     def __init__(self, surrogate_scale: float = 1.0, absolute: bool = False) -> None:
         self.scale, self.absolute = surrogate_scale, absolute
 
-    def __call__(self, potential, x, *, grad=True):  # noqa: ANN001, ANN204
+    def __call__(self, potential, x, *, grad=True):
         sign, ld = torch.linalg.slogdet(potential.hessian(x, create_graph=grad))
         if not self.absolute and bool((sign <= 0).any()):
             raise jkoflow.LogDetError("not positive definite", int((sign <= 0).sum()), x.shape[0])
@@ -220,16 +231,20 @@ def _naive_distances(x: Tensor, y: Tensor) -> Tensor:
 class _NaiveEnergyDistance(jkoflow.Divergence):
     """Energy distance with a plain ``sqrt``: NaN gradients where two points coincide."""
 
-    def __call__(self, x, y, a=None, b=None):  # noqa: ANN001, ANN204
+    def __call__(self, x, y, a=None, b=None):
         a = torch.full((x.shape[0],), 1 / x.shape[0], dtype=x.dtype) if a is None else a
         b = torch.full((y.shape[0],), 1 / y.shape[0], dtype=x.dtype) if b is None else b
-        return 2 * a @ _naive_distances(x, y) @ b - a @ _naive_distances(x, x) @ a - b @ _naive_distances(y, y) @ b
+        return (
+            2 * a @ _naive_distances(x, y) @ b
+            - a @ _naive_distances(x, x) @ a
+            - b @ _naive_distances(y, y) @ b
+        )
 
 
 class _MeanGap(jkoflow.Divergence):
     """``sum_k (mean(x) - mean(y))_k`` (weighted means): negative half the time."""
 
-    def __call__(self, x, y, a=None, b=None):  # noqa: ANN001, ANN204
+    def __call__(self, x, y, a=None, b=None):
         a = torch.full((x.shape[0],), 1 / x.shape[0], dtype=x.dtype) if a is None else a
         b = torch.full((y.shape[0],), 1 / y.shape[0], dtype=x.dtype) if b is None else b
         return (a @ x - b @ y).sum()
@@ -255,7 +270,7 @@ def test_spd_matrices_have_the_drawn_condition_number(a: Tensor) -> None:
 
 @given(f=convex_functions(), x=clouds(st.just(3), degenerate=False, scales=(0.1, 3.0)))
 @settings(max_examples=15, deadline=None)
-def test_convex_functions_closed_forms_match_autograd(f, x: Tensor) -> None:  # noqa: ANN001
+def test_convex_functions_closed_forms_match_autograd(f, x: Tensor) -> None:
     x = x[:, : f.dim] if x.shape[1] >= f.dim else torch.cat([x] * f.dim, 1)[:, : f.dim]
     assert torch.allclose(f.gradient(x), f.transport(x, create_graph=False), rtol=1e-9, atol=1e-9)
     hess = f.hessian_exact(x).detach()
@@ -265,7 +280,7 @@ def test_convex_functions_closed_forms_match_autograd(f, x: Tensor) -> None:  # 
 
 @given(problem=transport_problems(min_size=2, max_size=8))
 @settings(max_examples=15, deadline=None)
-def test_transport_problems_have_the_known_w2(problem) -> None:  # noqa: ANN001
+def test_transport_problems_have_the_known_w2(problem) -> None:
     """The pairing x_i -> grad f(x_i) is optimal: POT's exact W_2^2 equals mean |y_i - x_i|^2."""
     x, y, _ = problem
     n = x.shape[0]
@@ -316,10 +331,14 @@ def test_check_convexity_from_a_spec_runs_before_the_first_step() -> None:
 
 # --- the pytest plugin ------------------------------------------------------------------
 def test_pytest_jkoflow_conformance_runs_and_passes(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--jkoflow-conformance", "-p", "no:cacheprovider", "-v", "-k", "ficnn or entropy or mmd")
+    result = pytester.runpytest(
+        "--jkoflow-conformance", "-p", "no:cacheprovider", "-v", "-k", "ficnn or entropy or mmd"
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 5 and "failed" not in outcomes and "error" not in outcomes, outcomes
-    result.stdout.fnmatch_lines(["*net::ficnn[[]d=1[]]*PASSED*", "*functional::entropy[[]d=2[]]*PASSED*", "*divergence::mmd*PASSED*"])
+    result.stdout.fnmatch_lines(
+        ["*net::ficnn[[]d=1[]]*PASSED*", "*functional::entropy[[]d=2[]]*PASSED*", "*divergence::mmd*PASSED*"]
+    )
 
 
 def test_without_the_flag_no_conformance_items_are_added(pytester: pytest.Pytester) -> None:
@@ -328,14 +347,18 @@ def test_without_the_flag_no_conformance_items_are_added(pytester: pytest.Pytest
     result.assert_outcomes(passed=1)
 
 
-
-
 @pytest.mark.slow
 def test_full_conformance_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """``pytest --jkoflow-conformance`` over every installed plugin (in a subprocess, as a user
     runs it): everything passes except the known, reported failures."""
     monkeypatch.setenv("HOME", HOME)  # else contrib.molecules recomputes its QED cache (minutes)
-    result = pytester.runpytest_subprocess("--jkoflow-conformance", "-p", "no:cacheprovider", "-W", "ignore", "-rf")
-    failed = {line.split("::")[2].split("[")[0] for line in result.outlines if line.startswith("FAILED jkoflow-conformance::")}
+    result = pytester.runpytest_subprocess(
+        "--jkoflow-conformance", "-p", "no:cacheprovider", "-W", "ignore", "-rf"
+    )
+    failed = {
+        line.split("::")[2].split("[")[0]
+        for line in result.outlines
+        if line.startswith("FAILED jkoflow-conformance::")
+    }
     assert failed <= set(KNOWN_FAILURES), result.stdout.str()[-3000:]
     assert result.parseoutcomes().get("passed", 0) >= 25

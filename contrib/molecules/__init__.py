@@ -13,14 +13,26 @@ Needs the optional dependencies ``rdkit`` and ``selfies``
 (``pip install jkoflow[molecules]``).
 """
 
-from .data import (cache_dir, cached_qed, compute_qed, load_moses, load_qed, load_sample,
-                   load_smiles, qed)
+from .data import cache_dir, cached_qed, compute_qed, load_moses, load_qed, load_sample, load_smiles, qed
 from .tokens import MolTokenizer, canonicalize
 from .train import evaluate, train_vae
 from .vae import MoleculeVAE, SeqVAE, VAEConfig, load_vae
 
 __all__ = [
-    "cache_dir", "cached_qed", "compute_qed", "load_moses", "load_qed", "load_sample",
-    "load_smiles", "qed", "MolTokenizer", "canonicalize", "evaluate", "train_vae",
-    "MoleculeVAE", "SeqVAE", "VAEConfig", "load_vae",
+    "MolTokenizer",
+    "MoleculeVAE",
+    "SeqVAE",
+    "VAEConfig",
+    "cache_dir",
+    "cached_qed",
+    "canonicalize",
+    "compute_qed",
+    "evaluate",
+    "load_moses",
+    "load_qed",
+    "load_sample",
+    "load_smiles",
+    "load_vae",
+    "qed",
+    "train_vae",
 ]

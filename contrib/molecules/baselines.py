@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from jkoflow.divergence import Divergence
+from torch import Tensor
 
 GRIDS: dict[str, dict[str, list[float]]] = {
     "paper": {"lr": [5e-1, 1e-1, 1e-2, 1e-3, 1e-4], "lambda_2": [0, 1, 10, 100, 1e3, 1e4]},
@@ -34,9 +34,17 @@ GRIDS: dict[str, dict[str, list[float]]] = {
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
 
-def direct_optimize(x0: Tensor, V: Callable[[Tensor], Tensor], divergence: Divergence | None, *,
-                    lambda_1: float = 1.0, lambda_2: float = 0.0, optimizer: str = "adam", lr: float = 1e-1,
-                    iters: int = 100) -> tuple[Tensor, dict[str, Any]]:
+def direct_optimize(
+    x0: Tensor,
+    V: Callable[[Tensor], Tensor],
+    divergence: Divergence | None,
+    *,
+    lambda_1: float = 1.0,
+    lambda_2: float = 0.0,
+    optimizer: str = "adam",
+    lr: float = 1e-1,
+    iters: int = 100,
+) -> tuple[Tensor, dict[str, Any]]:
     """Minimize ``lambda_1 mean V(x) + lambda_2 D(x, x0)`` over the positions ``x`` (start ``x0``).
 
     Returns the final positions and ``{"seconds", "iters", "diverged", "objective"}``; a
@@ -69,8 +77,12 @@ def direct_optimize(x0: Tensor, V: Callable[[Tensor], Tensor], divergence: Diver
             with torch.no_grad():
                 x.copy_(last)
             break
-    return x.detach(), {"seconds": time.perf_counter() - start, "iters": done, "diverged": diverged,
-                        "objective": objective}
+    return x.detach(), {
+        "seconds": time.perf_counter() - start,
+        "iters": done,
+        "diverged": diverged,
+        "objective": objective,
+    }
 
 
 def make_divergence(problem: Any) -> Divergence:
@@ -81,9 +93,17 @@ def make_divergence(problem: Any) -> Divergence:
     return default_registry().get("divergence", table.pop("kind"))(**table)
 
 
-def run_grid(problem: Any, x0: Tensor, start_smiles: list[str], *, grid: str = "cpu", iters: int = 100,
-             optimizers: tuple[str, ...] = ("sgd", "adam"), progress: bool = True,
-             log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_grid(
+    problem: Any,
+    x0: Tensor,
+    start_smiles: list[str],
+    *,
+    grid: str = "cpu",
+    iters: int = 100,
+    optimizers: tuple[str, ...] = ("sgd", "adam"),
+    progress: bool = True,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run direct optimization over ``GRIDS[grid]`` and evaluate each final cloud like the flow:
     validity, uniqueness, novelty, QED, Final SD, Tanimoto to the start molecule."""
     from tqdm.auto import tqdm
@@ -97,8 +117,16 @@ def run_grid(problem: Any, x0: Tensor, start_smiles: list[str], *, grid: str = "
     configs = [(o, lr, l2) for o in optimizers for l2 in GRIDS[grid]["lambda_2"] for lr in GRIDS[grid]["lr"]]
     rows = []
     for opt, lr, l2 in tqdm(configs, desc="baselines", disable=not progress):
-        x, info = direct_optimize(x0, V, make_divergence(problem), lambda_1=lambda_1, lambda_2=float(l2),
-                                  optimizer=opt, lr=lr, iters=iters)
+        x, info = direct_optimize(
+            x0,
+            V,
+            make_divergence(problem),
+            lambda_1=lambda_1,
+            lambda_2=float(l2),
+            optimizer=opt,
+            lr=lr,
+            iters=iters,
+        )
         smiles = problem.decode(x)
         row: dict[str, Any] = {"optimizer": opt, "lr": lr, "lambda_2": float(l2), **info}
         row.update(cloud_metrics(smiles, start=start_smiles, training=training))
@@ -116,16 +144,29 @@ def best_rows(rows: list[dict[str, Any]], min_validity: float = 90.0) -> list[di
     is at least ``min_validity`` percent (the paper's 'best' baselines)."""
     out = []
     for opt in sorted({r["optimizer"] for r in rows}):
-        ok = [r for r in rows if r["optimizer"] == opt and r["validity"] >= min_validity
-              and math.isfinite(r["qed_median"])]
+        ok = [
+            r
+            for r in rows
+            if r["optimizer"] == opt and r["validity"] >= min_validity and math.isfinite(r["qed_median"])
+        ]
         if ok:
             out.append(max(ok, key=lambda r: (r["qed_median"], -r["final_sd"])))
     return out
 
 
-def amortization(flow: Any, problem: Any, sampler: Any, exclude: set[int], best: dict[str, Any], *,
-                 sizes: list[int], iters: int = 100, seed: int = 1, full_up_to: int = 1000,
-                 timing_iters: int = 5) -> list[dict[str, Any]]:
+def amortization(
+    flow: Any,
+    problem: Any,
+    sampler: Any,
+    exclude: set[int],
+    best: dict[str, Any],
+    *,
+    sizes: list[int],
+    iters: int = 100,
+    seed: int = 1,
+    full_up_to: int = 1000,
+    timing_iters: int = 5,
+) -> list[dict[str, Any]]:
     """Paper Table 8: new clouds of each size (test molecules not in the flow's start cloud),
     moved by the flow's maps and by direct optimization with the ``best`` configuration.
 
@@ -145,14 +186,25 @@ def amortization(flow: Any, problem: Any, sampler: Any, exclude: set[int], best:
         y, _ = flow.transport(x)
         t_maps = time.perf_counter() - start
         q_maps = qed_values(problem.decode(y))
-        row: dict[str, Any] = {"size": n, "maps_seconds": t_maps, "maps_qed_median": float(np.nanmedian(q_maps)),
-                               "maps_validity": 100.0 * float(np.isfinite(q_maps).mean()),
-                               "maps_final_sd": sinkhorn_sd(y, x) if n <= full_up_to else None,
-                               "start_qed_median": float(np.nanmedian(qed_values(problem.decode(x))))}
+        row: dict[str, Any] = {
+            "size": n,
+            "maps_seconds": t_maps,
+            "maps_qed_median": float(np.nanmedian(q_maps)),
+            "maps_validity": 100.0 * float(np.isfinite(q_maps).mean()),
+            "maps_final_sd": sinkhorn_sd(y, x) if n <= full_up_to else None,
+            "start_qed_median": float(np.nanmedian(qed_values(problem.decode(x)))),
+        }
         full = n <= full_up_to
-        z, info = direct_optimize(x, V, make_divergence(problem), lambda_1=float(problem.settings["lambda_1"]),
-                                  lambda_2=float(best["lambda_2"]), optimizer=best["optimizer"], lr=float(best["lr"]),
-                                  iters=iters if full else timing_iters)
+        z, info = direct_optimize(
+            x,
+            V,
+            make_divergence(problem),
+            lambda_1=float(problem.settings["lambda_1"]),
+            lambda_2=float(best["lambda_2"]),
+            optimizer=best["optimizer"],
+            lr=float(best["lr"]),
+            iters=iters if full else timing_iters,
+        )
         per_iter = info["seconds"] / max(info["iters"], 1)
         row["direct_seconds"] = info["seconds"] if full else per_iter * iters
         row["direct_extrapolated"] = not full
@@ -165,9 +217,17 @@ def amortization(flow: Any, problem: Any, sampler: Any, exclude: set[int], best:
     return rows
 
 
-def main_baselines(out: str | Path, maps: str | None = None, preset: str = "cpu", iters: int = 50,
-                   grid: str = "cpu", sizes: list[int] | None = None, seed: int = 0, vae: str | None = None,
-                   surrogate: str | None = None) -> dict[str, Any]:
+def main_baselines(
+    out: str | Path,
+    maps: str | None = None,
+    preset: str = "cpu",
+    iters: int = 50,
+    grid: str = "cpu",
+    sizes: list[int] | None = None,
+    seed: int = 0,
+    vae: str | None = None,
+    surrogate: str | None = None,
+) -> dict[str, Any]:
     """``jkoflow molecules baselines``: grid on the preset's start cloud (same seed as the flow),
     then, with ``maps``, the amortization table. Writes ``baselines.json`` in ``out``."""
     from .plugin import Molecules, MosesEmbeddings
@@ -179,15 +239,22 @@ def main_baselines(out: str | Path, maps: str | None = None, preset: str = "cpu"
     sampler = MosesEmbeddings(128, source=spec["sampler"]["source"], vae=vae, qed_max=problem.qed_max)
     x0, _ = sampler.sample(spec["sampler"]["n"], torch.Generator().manual_seed(seed))
     start_smiles = problem.decode(x0)
+
     def log(row: dict[str, Any]) -> None:  # partial results survive an interruption
         done.append(row)
-        (out / "baselines.partial.json").write_text(json.dumps({"grid": grid, "iters": iters, "rows": done},
-                                                               indent=1, default=float))
+        (out / "baselines.partial.json").write_text(
+            json.dumps({"grid": grid, "iters": iters, "rows": done}, indent=1, default=float)
+        )
 
     done: list[dict[str, Any]] = []
     rows = run_grid(problem, x0, start_smiles, grid=grid, iters=iters, log=log)
-    result: dict[str, Any] = {"grid": grid, "iters": iters, "preset": preset, "rows": rows,
-                              "best": best_rows(rows)}
+    result: dict[str, Any] = {
+        "grid": grid,
+        "iters": iters,
+        "preset": preset,
+        "rows": rows,
+        "best": best_rows(rows),
+    }
     if maps:
         from jkoflow.flow import Flow
         from jkoflow.plugins.potentials import ficnn
@@ -195,11 +262,22 @@ def main_baselines(out: str | Path, maps: str | None = None, preset: str = "cpu"
         widths = list(problem.settings["widths"])
         flow = Flow.load_maps(maps, lambda: ficnn(128, widths=widths))
         best = result["best"][-1] if result["best"] else rows[0]
-        result["amortization"] = amortization(flow, problem, sampler, set(sampler.indices), best,
-                                              sizes=sizes or [1000, 2000, 3000, 4000, 5000], iters=iters)
+        result["amortization"] = amortization(
+            flow,
+            problem,
+            sampler,
+            set(sampler.indices),
+            best,
+            sizes=sizes or [1000, 2000, 3000, 4000, 5000],
+            iters=iters,
+        )
     (out / "baselines.json").write_text(json.dumps(result, indent=1, default=float))
-    result["summary"] = {"best": [{k: r[k] for k in ("optimizer", "lr", "lambda_2", "validity", "qed_median",
-                                                       "final_sd")} for r in result["best"]]}
+    result["summary"] = {
+        "best": [
+            {k: r[k] for k in ("optimizer", "lr", "lambda_2", "validity", "qed_median", "final_sd")}
+            for r in result["best"]
+        ]
+    }
     return result
 
 

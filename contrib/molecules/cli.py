@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def build_parser(prog: str = "python -m jkoflow.contrib.molecules") -> argparse.ArgumentParser:
@@ -63,13 +63,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         from .train import train_vae
 
-        rec = train_vae(args.out, repr=args.repr, data=args.data, minutes=args.minutes,
-                        max_steps=args.max_steps, kl_weight=args.kl_weight,
-                        free_bits=args.free_bits, batch_size=args.batch_size, lr=args.lr,
-                        clip=args.clip, threads=args.threads, resume=args.resume,
-                        seed=args.seed, n_eval=args.n_eval, n_prior=args.n_prior,
-                        eval_every=args.eval_every, ckpt_every=args.ckpt_every,
-                        progress=not args.no_progress)
+        rec = train_vae(
+            args.out,
+            repr=args.repr,
+            data=args.data,
+            minutes=args.minutes,
+            max_steps=args.max_steps,
+            kl_weight=args.kl_weight,
+            free_bits=args.free_bits,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            clip=args.clip,
+            threads=args.threads,
+            resume=args.resume,
+            seed=args.seed,
+            n_eval=args.n_eval,
+            n_prior=args.n_prior,
+            eval_every=args.eval_every,
+            ckpt_every=args.ckpt_every,
+            progress=not args.no_progress,
+        )
         print(json.dumps(rec))
     elif args.command == "qed":
         import numpy as np
@@ -79,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .data import load_qed
 
         smiles, q = load_qed(args.split, args.data)
-        print(f"{len(smiles)} molecules, QED median {np.nanmedian(q):.3f}, "
-              f"QED < 0.7: {int((q < 0.7).sum())}, QED > 0.85: {int((q > 0.85).sum())}")
+        print(
+            f"{len(smiles)} molecules, QED median {np.nanmedian(q):.3f}, "
+            f"QED < 0.7: {int((q < 0.7).sum())}, QED > 0.85: {int((q > 0.85).sum())}"
+        )
     elif args.command == "write-sample":
         from .data import write_sample
 

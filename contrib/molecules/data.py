@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -66,8 +67,17 @@ def fetch_moses_wheel(cache: Path | None = None) -> Path:
     if wheel.exists():
         return wheel
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           MOSES_REQUIREMENT, "-d", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        MOSES_REQUIREMENT,
+        "-d",
+        str(cache),
+    ]
     subprocess.run(cmd, check=True)
     if not wheel.exists():  # pragma: no cover - pip named it differently
         raise FileNotFoundError(f"pip download did not produce {wheel}")
@@ -108,8 +118,7 @@ def load_smiles(split: Split = "train", source: Source = "moses") -> list[str]:
     raise ValueError(f"source must be 'moses' or 'sample', got {source!r}")
 
 
-def write_sample(path: Path | None = None, n_train: int = 4000, n_test: int = 1000,
-                 seed: int = 0) -> Path:
+def write_sample(path: Path | None = None, n_train: int = 4000, n_test: int = 1000, seed: int = 0) -> Path:
     """Write a random MOSES subset as csv.gz with columns ``SMILES,SPLIT``."""
     path = Path(path) if path is not None else SAMPLE_PATH
     rng = random.Random(seed)
@@ -154,8 +163,9 @@ def _digest(smiles: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def cached_qed(smiles: Sequence[str], key: str, cache: Path | None = None,
-               progress: bool = True) -> np.ndarray:
+def cached_qed(
+    smiles: Sequence[str], key: str, cache: Path | None = None, progress: bool = True
+) -> np.ndarray:
     """QED of ``smiles``, cached on disk as ``qed_<key>.npz``.
 
     The cache stores a SHA-256 of the SMILES list; a mismatch (different
@@ -179,8 +189,9 @@ def cached_qed(smiles: Sequence[str], key: str, cache: Path | None = None,
     return values
 
 
-def load_qed(split: Split = "test", source: Source = "moses", cache: Path | None = None,
-             progress: bool = True) -> tuple[list[str], np.ndarray]:
+def load_qed(
+    split: Split = "test", source: Source = "moses", cache: Path | None = None, progress: bool = True
+) -> tuple[list[str], np.ndarray]:
     """SMILES of a split and their QED (computed once, then read from cache)."""
     smiles = load_smiles(split, source)
     return smiles, cached_qed(smiles, f"{source}_{split}", cache=cache, progress=progress)

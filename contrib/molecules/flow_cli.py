@@ -30,21 +30,36 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--n-test", type=int, default=10000, help="MOSES test molecules for the test metrics")
     s.add_argument("--epochs", type=int, default=100, help="paper: 100")
     s.add_argument("--lr", type=float, default=1e-2)
-    s.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (L2 on the ICNN weights)")
-    s.add_argument("--labels", choices=["original", "decoded"], default="original",
-                   help="label each training embedding by the QED of its molecule or of its greedy decoding")
-    s.add_argument("--augment", type=int, default=0,
-                   help="off-manifold points z + r u (r ~ U[0, R], u uniform on the sphere) labelled by the QED of "
-                        "their decoding")
+    s.add_argument(
+        "--weight-decay", type=float, default=0.0, help="Adam weight decay (L2 on the ICNN weights)"
+    )
+    s.add_argument(
+        "--labels",
+        choices=["original", "decoded"],
+        default="original",
+        help="label each training embedding by the QED of its molecule or of its greedy decoding",
+    )
+    s.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="off-manifold points z + r u (r ~ U[0, R], u uniform on the sphere) labelled by the QED of "
+        "their decoding",
+    )
     s.add_argument("--augment-radius", type=float, default=3.0, help="R of --augment")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--snapshot", action="store_true",
-                   help="first save a weights-only copy of --vae as vae.pt beside --out and train on that copy "
-                        "(the pair the flow then uses by default)")
+    s.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="first save a weights-only copy of --vae as vae.pt beside --out and train on that copy "
+        "(the pair the flow then uses by default)",
+    )
     s.add_argument("--no-progress", action="store_true")
 
-    b = sub.add_parser("baselines", help="direct optimization grid (paper Tables 6/7) and amortization (Table 8)")
+    b = sub.add_parser(
+        "baselines", help="direct optimization grid (paper Tables 6/7) and amortization (Table 8)"
+    )
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--maps", default=None, help="maps.pt of a trained flow (for the amortization table)")
     b.add_argument("--preset", default="cpu", help="problem preset giving n, lambdas, divergence")
@@ -52,7 +67,9 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--vae", default=None, help="VAE checkpoint (default: the committed one)")
     b.add_argument("--surrogate", default=None, help="QED surrogate checkpoint (default: the committed one)")
     b.add_argument("--grid", choices=["cpu", "paper"], default="cpu", help="learning-rate x lambda_2 grid")
-    b.add_argument("--sizes", default="1000,2000,3000,4000,5000", help="cloud sizes of the amortization table")
+    b.add_argument(
+        "--sizes", default="1000,2000,3000,4000,5000", help="cloud sizes of the amortization table"
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--threads", type=int, default=1)
 
@@ -61,7 +78,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    command = "jkoflow molecules " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "jkoflow molecules " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     if args.command == "train-surrogate":
         from pathlib import Path
 
@@ -75,19 +94,38 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             load_vae(args.vae).save(copy)
             print(f"saved a weights-only copy of {args.vae} to {copy}")
             args.vae = str(copy)
-        metrics = fit_from_pools(args.vae, args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                                 epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, labels=args.labels,
-                                 augment=args.augment, augment_radius=args.augment_radius,
-                                 progress=not args.no_progress, command=command)
+        metrics = fit_from_pools(
+            args.vae,
+            args.out,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            seed=args.seed,
+            epochs=args.epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            labels=args.labels,
+            augment=args.augment,
+            augment_radius=args.augment_radius,
+            progress=not args.no_progress,
+            command=command,
+        )
         print(format_metrics(metrics))
         print(f"wrote {args.out}")
         return 0
     if args.command == "baselines":
         from .baselines import main_baselines
 
-        result = main_baselines(args.out, maps=args.maps, preset=args.preset, iters=args.iters, grid=args.grid,
-                                sizes=[int(s) for s in args.sizes.split(",") if s], seed=args.seed,
-                                vae=args.vae, surrogate=args.surrogate)
+        result = main_baselines(
+            args.out,
+            maps=args.maps,
+            preset=args.preset,
+            iters=args.iters,
+            grid=args.grid,
+            sizes=[int(s) for s in args.sizes.split(",") if s],
+            seed=args.seed,
+            vae=args.vae,
+            surrogate=args.surrogate,
+        )
         print(json.dumps(result.get("summary", {}), indent=1))
         return 0
     raise ValueError(f"unknown command {args.command!r}")

@@ -15,7 +15,8 @@ RDKit is imported inside the functions (the package imports without it).
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -108,8 +109,9 @@ def qed_values(smiles: Sequence[str]) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def cloud_metrics(smiles: Sequence[str], start: Sequence[str] | None = None,
-                  training: Iterable[str] | None = None) -> dict[str, float]:
+def cloud_metrics(
+    smiles: Sequence[str], start: Sequence[str] | None = None, training: Iterable[str] | None = None
+) -> dict[str, float]:
     """Validity, uniqueness, (novelty), QED median/mean/std and (similarity to ``start``), as
     percentages where the paper uses them (validity, uniqueness, novelty)."""
     q = qed_values(smiles)
@@ -138,5 +140,15 @@ def training_set(source: str = "moses") -> frozenset[str]:
     return frozenset(load_smiles("train", source))  # type: ignore[arg-type]
 
 
-__all__ = ["canonical", "cloud_metrics", "fingerprint", "novelty", "paired_tanimoto", "qed_values",
-           "tanimoto", "training_set", "uniqueness", "validity"]
+__all__ = [
+    "canonical",
+    "cloud_metrics",
+    "fingerprint",
+    "novelty",
+    "paired_tanimoto",
+    "qed_values",
+    "tanimoto",
+    "training_set",
+    "uniqueness",
+    "validity",
+]

@@ -28,12 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
 from jkoflow.sampler import Sampler
-
+from torch import Tensor
 
 
 def _missing(names: tuple[str, ...]) -> list[str]:
@@ -51,12 +49,13 @@ def _missing(names: tuple[str, ...]) -> list[str]:
 
 _MISSING = _missing(("rdkit", "selfies"))
 if _MISSING:
-    raise ImportError(f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: "
-                      "pip install 'jkoflow[molecules]'")
+    raise ImportError(
+        f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: pip install 'jkoflow[molecules]'"
+    )
 
-from .pools import default_vae, embed, pool  # noqa: E402
-from .sinkhorn import WarmSinkhorn  # noqa: E402
-from .surrogate import load_surrogate  # noqa: E402
+from .pools import default_vae, embed, pool
+from .sinkhorn import WarmSinkhorn
+from .surrogate import load_surrogate
 
 EVAL_BLUR = 0.05
 """Blur of the evaluation Sinkhorn divergence (Final SD), whatever the flow used."""
@@ -65,17 +64,50 @@ TEST_POOL = 60000
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the paper's settings (Section 6): hours per run on this CPU
-    "paper": {"n": 1000, "tau": 1e-4, "steps": 100, "inner_iters": 500, "lr": 1e-3, "lambda_1": 1.0,
-              "lambda_2": 1e4, "divergence": "sinkhorn", "blur": 0.05, "warm_start": False,
-              "widths": [100, 100], "source": "moses"},
+    "paper": {
+        "n": 1000,
+        "tau": 1e-4,
+        "steps": 100,
+        "inner_iters": 500,
+        "lr": 1e-3,
+        "lambda_1": 1.0,
+        "lambda_2": 1e4,
+        "divergence": "sinkhorn",
+        "blur": 0.05,
+        "warm_start": False,
+        "widths": [100, 100],
+        "source": "moses",
+    },
     # this machine's settings (see docs/benchmarks.md, "Molecules")
-    "cpu": {"n": 1000, "tau": 0.05, "steps": 20, "inner_iters": 30, "lr": 1e-3, "lambda_1": 1.0,
-            "lambda_2": 3.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
-            "widths": [100, 100], "source": "moses"},
+    "cpu": {
+        "n": 1000,
+        "tau": 0.05,
+        "steps": 20,
+        "inner_iters": 30,
+        "lr": 1e-3,
+        "lambda_1": 1.0,
+        "lambda_2": 3.0,
+        "divergence": "sinkhorn_warm",
+        "blur": 0.05,
+        "warm_start": True,
+        "widths": [100, 100],
+        "source": "moses",
+    },
     # smoke test / CI: the committed MOSES sample, a handful of steps
-    "quick": {"n": 64, "tau": 0.1, "steps": 3, "inner_iters": 20, "lr": 1e-3, "lambda_1": 1.0,
-              "lambda_2": 1.0, "divergence": "sinkhorn_warm", "blur": 0.05, "warm_start": True,
-              "widths": [32, 32], "source": "sample"},
+    "quick": {
+        "n": 64,
+        "tau": 0.1,
+        "steps": 3,
+        "inner_iters": 20,
+        "lr": 1e-3,
+        "lambda_1": 1.0,
+        "lambda_2": 1.0,
+        "divergence": "sinkhorn_warm",
+        "blur": 0.05,
+        "warm_start": True,
+        "widths": [32, 32],
+        "source": "sample",
+    },
 }
 
 
@@ -106,11 +138,14 @@ def get_vae(path: str | None = None) -> Any:
 
 
 # --- sampler rho_0 ---------------------------------------------------------------------------
-def low_qed_pool(source: str = "moses", qed_max: float = 0.7, pool_size: int = TEST_POOL,
-                 pool_seed: int = 0) -> tuple[list[str], np.ndarray]:
+def low_qed_pool(
+    source: str = "moses", qed_max: float = 0.7, pool_size: int = TEST_POOL, pool_seed: int = 0
+) -> tuple[list[str], np.ndarray]:
     """Test-split molecules with QED < ``qed_max`` (from a seeded pool of ``pool_size``
     MOSES test molecules, or the whole committed sample) and their QED."""
-    smiles, q = pool("test", pool_size if source == "moses" else None, pool_seed, source=source, progress=False)  # type: ignore[arg-type]
+    smiles, q = pool(
+        "test", pool_size if source == "moses" else None, pool_seed, source=source, progress=False
+    )  # type: ignore[arg-type]
     keep = q < qed_max
     return [s for s, k in zip(smiles, keep) if k], q[keep]
 
@@ -122,8 +157,15 @@ class MosesEmbeddings(Sampler):
     After :meth:`sample`, ``smiles``, ``qed`` and ``indices`` describe the drawn molecules.
     """
 
-    def __init__(self, dim: int = 128, source: str = "moses", vae: str | None = None, qed_max: float = 0.7,
-                 pool_size: int = TEST_POOL, pool_seed: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int = 128,
+        source: str = "moses",
+        vae: str | None = None,
+        qed_max: float = 0.7,
+        pool_size: int = TEST_POOL,
+        pool_seed: int = 0,
+    ) -> None:
         if source not in ("moses", "sample"):
             raise ValueError(f"source={source!r}: expected 'moses' or 'sample'")
         self.dim, self.source, self.vae_path, self.qed_max = int(dim), source, vae, float(qed_max)
@@ -135,12 +177,16 @@ class MosesEmbeddings(Sampler):
     def candidates(self) -> tuple[list[str], np.ndarray]:
         return low_qed_pool(self.source, self.qed_max, self.pool_size, self.pool_seed)
 
-    def sample(self, n: int, generator: torch.Generator, exclude: set[int] | None = None) -> tuple[Tensor, None]:
+    def sample(
+        self, n: int, generator: torch.Generator, exclude: set[int] | None = None
+    ) -> tuple[Tensor, None]:
         smiles, q = self.candidates()
         allowed = [i for i in range(len(smiles)) if not exclude or i not in exclude]
         if n > len(allowed):
-            raise ValueError(f"asked for {n} start molecules but only {len(allowed)} test molecules with "
-                             f"QED < {self.qed_max} are available (source={self.source!r})")
+            raise ValueError(
+                f"asked for {n} start molecules but only {len(allowed)} test molecules with "
+                f"QED < {self.qed_max} are available (source={self.source!r})"
+            )
         order = torch.randperm(len(allowed), generator=generator)[:n].tolist()
         self.indices = [allowed[i] for i in order]
         self.smiles = [smiles[i] for i in self.indices]
@@ -166,9 +212,12 @@ def check_pair(vae: str | None, surrogate: str | None) -> bool:
     expected = info.get("vae_sha256")
     actual = file_sha256(vae or default_vae())
     if expected and expected != actual:
-        warnings.warn(f"the QED surrogate {surrogate or 'default'} was trained on VAE {expected[:12]}, but the VAE "
-                      f"{vae or default_vae()} is {actual[:12]}: retrain it with `jkoflow molecules train-surrogate`",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"the QED surrogate {surrogate or 'default'} was trained on VAE {expected[:12]}, but the VAE "
+            f"{vae or default_vae()} is {actual[:12]}: retrain it with `jkoflow molecules train-surrogate`",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return False
     return True
 
@@ -189,24 +238,54 @@ class Molecules(Problem):
 
     t0 = 0.0
 
-    def __init__(self, preset: str = "cpu", n: int | None = None, tau: float | None = None,
-                 steps: int | None = None, inner_iters: int | None = None, lr: float | None = None,
-                 lambda_1: float | None = None, lambda_2: float | None = None, divergence: str | None = None,
-                 blur: float | None = None, warm_start: bool | None = None, widths: list[int] | None = None,
-                 source: str | None = None, vae: str | None = None, surrogate: str | None = None,
-                 qed_max: float = 0.7, metric_steps: list[int] | None = None, novelty: bool = True) -> None:
+    def __init__(
+        self,
+        preset: str = "cpu",
+        n: int | None = None,
+        tau: float | None = None,
+        steps: int | None = None,
+        inner_iters: int | None = None,
+        lr: float | None = None,
+        lambda_1: float | None = None,
+        lambda_2: float | None = None,
+        divergence: str | None = None,
+        blur: float | None = None,
+        warm_start: bool | None = None,
+        widths: list[int] | None = None,
+        source: str | None = None,
+        vae: str | None = None,
+        surrogate: str | None = None,
+        qed_max: float = 0.7,
+        metric_steps: list[int] | None = None,
+        novelty: bool = True,
+    ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
-        given = {"n": n, "tau": tau, "steps": steps, "inner_iters": inner_iters, "lr": lr, "lambda_1": lambda_1,
-                 "lambda_2": lambda_2, "divergence": divergence, "blur": blur, "warm_start": warm_start,
-                 "widths": widths, "source": source}
+        given = {
+            "n": n,
+            "tau": tau,
+            "steps": steps,
+            "inner_iters": inner_iters,
+            "lr": lr,
+            "lambda_1": lambda_1,
+            "lambda_2": lambda_2,
+            "divergence": divergence,
+            "blur": blur,
+            "warm_start": warm_start,
+            "widths": widths,
+            "source": source,
+        }
         self.settings = {k: (v if v is not None else PRESETS[preset][k]) for k, v in given.items()}
         if self.settings["divergence"] not in ("sinkhorn", "sinkhorn_warm", "mmd"):
-            raise ValueError(f"divergence={self.settings['divergence']!r}: expected 'sinkhorn', 'sinkhorn_warm' or 'mmd'")
+            raise ValueError(
+                f"divergence={self.settings['divergence']!r}: expected 'sinkhorn', 'sinkhorn_warm' or 'mmd'"
+            )
         self.preset, self.vae_path, self.surrogate_path = preset, vae, surrogate
         self.qed_max, self.novelty = float(qed_max), bool(novelty)
         steps_ = int(self.settings["steps"])
-        self.metric_steps = sorted(set(metric_steps if metric_steps is not None else [0, steps_ // 2, steps_]))
+        self.metric_steps = sorted(
+            set(metric_steps if metric_steps is not None else [0, steps_ // 2, steps_])
+        )
         self.pair_ok = check_pair(vae, surrogate)
         self.decoded: dict[int, list[str]] = {}
         self.qed: dict[int, np.ndarray] = {}
@@ -219,8 +298,12 @@ class Molecules(Problem):
 
     def spec(self) -> dict[str, Any]:
         s = self.settings
-        sampler: dict[str, Any] = {"kind": "moses_embeddings", "n": int(s["n"]), "source": s["source"],
-                                   "qed_max": self.qed_max}
+        sampler: dict[str, Any] = {
+            "kind": "moses_embeddings",
+            "n": int(s["n"]),
+            "source": s["source"],
+            "qed_max": self.qed_max,
+        }
         V: dict[str, Any] = {"kind": "qed_surrogate"}
         if self.vae_path:
             sampler["vae"] = self.vae_path
@@ -229,11 +312,21 @@ class Molecules(Problem):
         return {
             "dim": 128,
             "sampler": sampler,
-            "terms": [{"kind": "potential", "weight": float(s["lambda_1"]), "V": V},
-                      {"kind": "divergence_to_start", "weight": float(s["lambda_2"]),
-                       "divergence": self.divergence_table()}],
-            "solver": {"tau": float(s["tau"]), "steps": int(s["steps"]), "inner_iters": int(s["inner_iters"]),
-                       "lr": float(s["lr"]), "warm_start": bool(s["warm_start"])},
+            "terms": [
+                {"kind": "potential", "weight": float(s["lambda_1"]), "V": V},
+                {
+                    "kind": "divergence_to_start",
+                    "weight": float(s["lambda_2"]),
+                    "divergence": self.divergence_table(),
+                },
+            ],
+            "solver": {
+                "tau": float(s["tau"]),
+                "steps": int(s["steps"]),
+                "inner_iters": int(s["inner_iters"]),
+                "lr": float(s["lr"]),
+                "warm_start": bool(s["warm_start"]),
+            },
             "potential": {"kind": "ficnn", "widths": list(s["widths"])},
         }
 
@@ -248,8 +341,11 @@ class Molecules(Problem):
         V = qed_surrogate(self.surrogate_path)
         with torch.no_grad():
             v = V(x.float())
-            out = {"V_mean": float(v.mean()), "p_high_mean": float(torch.sigmoid(-v).mean()),
-                   "displacement_rms": float((x - x0).pow(2).sum(1).mean().sqrt())}
+            out = {
+                "V_mean": float(v.mean()),
+                "p_high_mean": float(torch.sigmoid(-v).mean()),
+                "displacement_rms": float((x - x0).pow(2).sum(1).mean().sqrt()),
+            }
         step = self.step_of(t)
         if step not in self.metric_steps:
             return out

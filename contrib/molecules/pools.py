@@ -17,8 +17,8 @@ import hashlib
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def pool(split: Split, n: int | None, seed: int = 0, source: Source = "moses",
-         progress: bool = True) -> tuple[list[str], np.ndarray]:
+def pool(
+    split: Split, n: int | None, seed: int = 0, source: Source = "moses", progress: bool = True
+) -> tuple[list[str], np.ndarray]:
     """``n`` SMILES drawn without replacement (seeded) from ``split`` and their QED.
 
     ``n=None`` (or ``n`` at least the split's size) takes the whole split in order.
@@ -65,8 +66,9 @@ def pool(split: Split, n: int | None, seed: int = 0, source: Source = "moses",
     return [s for s, k in zip(smiles, keep) if k], q[keep]
 
 
-def embed(vae, smiles: Sequence[str], vae_path: str | Path | None = None,
-          cache: Path | None = None) -> torch.Tensor:
+def embed(
+    vae, smiles: Sequence[str], vae_path: str | Path | None = None, cache: Path | None = None
+) -> torch.Tensor:
     """VAE posterior means of ``smiles`` (``(N, latent)`` float32), cached when ``vae_path``
     is given (key: the checkpoint's SHA-256 and the SMILES list's SHA-256)."""
     if vae_path is None:

@@ -27,9 +27,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
-
 from jkoflow.divergence import Divergence
+from torch import Tensor
 
 
 def _softmin(eps: float, cost: Tensor, h: Tensor) -> Tensor:
@@ -75,14 +74,21 @@ class WarmSinkhorn(Divergence):
     supports_weights = False
     """Uniform weights only (the warm-started potentials are kept per particle)."""
 
-    def __init__(self, blur: float = 0.05, scaling: float = 0.5, warm_iters: int = 5, tol: float = 1e-3) -> None:
+    def __init__(
+        self, blur: float = 0.05, scaling: float = 0.5, warm_iters: int = 5, tol: float = 1e-3
+    ) -> None:
         if not blur > 0:
             raise ValueError(f"blur={blur}: expected a positive number")
         if not 0 < scaling < 1:
             raise ValueError(f"scaling={scaling}: expected 0 < scaling < 1")
         if warm_iters < 1:
             raise ValueError(f"warm_iters={warm_iters}: expected at least 1")
-        self.blur, self.scaling, self.warm_iters, self.tol = float(blur), float(scaling), int(warm_iters), float(tol)
+        self.blur, self.scaling, self.warm_iters, self.tol = (
+            float(blur),
+            float(scaling),
+            int(warm_iters),
+            float(tol),
+        )
         self._ref: Tensor | None = None
         self._g_bb: Tensor | None = None
         self._state: tuple[Tensor, Tensor, Tensor] | None = None
@@ -97,7 +103,9 @@ class WarmSinkhorn(Divergence):
         if a is not None or b is not None:
             raise ValueError("WarmSinkhorn supports uniform weights only")
         if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-            raise ValueError(f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)")
+            raise ValueError(
+                f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)"
+            )
         n, m = x.shape[0], y.shape[0]
         loga = torch.full((n,), -math.log(n), dtype=x.dtype, device=x.device)
         logb = torch.full((m,), -math.log(m), dtype=y.dtype, device=y.device)
@@ -108,7 +116,9 @@ class WarmSinkhorn(Divergence):
             self._ref = y
             with torch.no_grad():
                 diam_y = float((y.max(0).values - y.min(0).values).norm())
-            self._g_bb = self_potential(y.detach(), logb, _eps_schedule(max(diam_y, self.blur), self.blur, self.scaling))
+            self._g_bb = self_potential(
+                y.detach(), logb, _eps_schedule(max(diam_y, self.blur), self.blur, self.scaling)
+            )
         # as in geomloss, x carries gradients only through the potential that lives on x:
         # C_xy for f_ba and C(x, x.detach()) for f_aa (else the envelope gradient is doubled)
         c_xy = _cost(x, y.detach())
@@ -134,8 +144,11 @@ class WarmSinkhorn(Divergence):
                     f_new = _softmin(eps, cxy, logb + g_ab / eps)
                     g_new = _softmin(eps, cxy.T, loga + f_new / eps)
                     faa_new = 0.5 * (f_aa + _softmin(eps, cxx, loga + f_aa / eps))
-                    change = max(float((f_new - f_ba).abs().max()), float((g_new - g_ab).abs().max()),
-                                 float((faa_new - f_aa).abs().max()))
+                    change = max(
+                        float((f_new - f_ba).abs().max()),
+                        float((g_new - g_ab).abs().max()),
+                        float((faa_new - f_aa).abs().max()),
+                    )
                     f_ba, g_ab, f_aa = f_new, g_new, faa_new
                     if change < self.tol * eps:
                         break

@@ -18,11 +18,11 @@ Checkpoints are plain dicts of tensors, numbers and strings (``torch.load(weight
 from __future__ import annotations
 
 import copy
-
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,16 +33,22 @@ FORMAT = "jkoflow.molecules.qed_surrogate/1"
 THRESHOLD = 0.85
 """QED above which a molecule counts as drug-like (MOSES setting of the paper)."""
 DEFAULT_PATH = Path(__file__).resolve().parent / "checkpoints" / "surrogate" / "qed_surrogate.pt"
-DEFAULT_NET: dict[str, Any] = {"widths": [128] * 4, "activation": "softplus", "alpha": 1e-3,
-                               "quadratic": "none", "init_scale": 1.0}
+DEFAULT_NET: dict[str, Any] = {
+    "widths": [128] * 4,
+    "activation": "softplus",
+    "alpha": 1e-3,
+    "quadratic": "none",
+    "init_scale": 1.0,
+}
 
 
 class QEDSurrogate(nn.Module):
     """``V(x) = u((x - m) / s)`` with ``u`` a residual ICNN: convex; ``V`` is the logit of
     ``P(QED <= threshold | x)``. Call it on ``(n, d)`` embeddings to get ``(n,)`` values."""
 
-    def __init__(self, dim: int = 128, net: dict[str, Any] | None = None,
-                 threshold: float = THRESHOLD) -> None:
+    def __init__(
+        self, dim: int = 128, net: dict[str, Any] | None = None, threshold: float = THRESHOLD
+    ) -> None:
         super().__init__()
         from jkoflow.plugins.potentials import resicnn
 
@@ -78,12 +84,17 @@ class QEDSurrogate(nn.Module):
 
     # --- persistence ---------------------------------------------------------------------
     def to_dict(self, **extra: Any) -> dict[str, Any]:
-        return {"format": FORMAT, "dim": self.dim, "threshold": self.threshold,
-                "net": self.net_config, "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
-                **extra}
+        return {
+            "format": FORMAT,
+            "dim": self.dim,
+            "threshold": self.threshold,
+            "net": self.net_config,
+            "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
+            **extra,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QEDSurrogate":
+    def from_dict(cls, d: dict[str, Any]) -> QEDSurrogate:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (format={d.get('format')!r})")
         model = cls(int(d["dim"]), dict(d["net"]), float(d["threshold"]))
@@ -97,7 +108,9 @@ def load_surrogate(path: str | Path | None = None) -> tuple[QEDSurrogate, dict[s
     with ``info`` the checkpoint's metadata (metrics, VAE fingerprint, command)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     if not path.exists():
-        raise FileNotFoundError(f"no QED surrogate at {path}: train one with `jkoflow molecules train-surrogate`")
+        raise FileNotFoundError(
+            f"no QED surrogate at {path}: train one with `jkoflow molecules train-surrogate`"
+        )
     d = torch.load(str(path), map_location="cpu", weights_only=True)
     model = QEDSurrogate.from_dict(d)
     for p in model.parameters():
@@ -120,17 +133,32 @@ def classification_metrics(v: Tensor, high: Tensor) -> dict[str, Any]:
 
     ranks = rankdata(-v.cpu().numpy())
     auc = (ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1)
-    return {"n": len(truth), "accuracy": (tp + tn) / max(len(truth), 1),
-            "balanced_accuracy": 0.5 * (tp / max(n_pos, 1) + tn / max(n_neg, 1)),
-            "auc": float(auc), "positive_rate": n_pos / max(len(truth), 1),
-            # rows: true (low, high); columns: predicted (low, high)
-            "confusion": [[tn, fp], [fn, tp]]}
+    return {
+        "n": len(truth),
+        "accuracy": (tp + tn) / max(len(truth), 1),
+        "balanced_accuracy": 0.5 * (tp / max(n_pos, 1) + tn / max(n_neg, 1)),
+        "auc": float(auc),
+        "positive_rate": n_pos / max(len(truth), 1),
+        # rows: true (low, high); columns: predicted (low, high)
+        "confusion": [[tn, fp], [fn, tp]],
+    }
 
 
-def train_surrogate(x: Tensor, qed: np.ndarray, x_test: Tensor, qed_test: np.ndarray, *,
-                    epochs: int = 30, batch_size: int = 1024, lr: float = 1e-2, weight_decay: float = 0.0,
-                    threshold: float = THRESHOLD, net: dict[str, Any] | None = None, seed: int = 0,
-                    progress: bool = True) -> tuple[QEDSurrogate, dict[str, Any]]:
+def train_surrogate(
+    x: Tensor,
+    qed: np.ndarray,
+    x_test: Tensor,
+    qed_test: np.ndarray,
+    *,
+    epochs: int = 30,
+    batch_size: int = 1024,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    threshold: float = THRESHOLD,
+    net: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[QEDSurrogate, dict[str, Any]]:
     """Fit the convex surrogate by class-weighted BCE (Adam, lr reduced on plateau of the
     training loss, ``project()`` after each step). Returns the model and its metrics
     (train/test classification metrics, loss curve, seconds)."""
@@ -179,8 +207,12 @@ def train_surrogate(x: Tensor, qed: np.ndarray, x_test: Tensor, qed_test: np.nda
         "train": classification_metrics(v_train, y.bool()),
         "test": classification_metrics(v_test, high_test),
         "test_spearman_minusV_qed": float(spearmanr(-v_test.numpy(), np.asarray(qed_test)).statistic),
-        "loss_curve": curve, "seconds": time.perf_counter() - start,
-        "epochs": epochs, "lr": lr, "batch_size": batch_size, "pos_weight": float(pos_weight),
+        "loss_curve": curve,
+        "seconds": time.perf_counter() - start,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "pos_weight": float(pos_weight),
     }
     return model, metrics
 
@@ -196,14 +228,17 @@ def format_metrics(m: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`train_surrogate`'s metrics."""
     t = m["test"]
     (tn, fp), (fn, tp) = t["confusion"]
-    return (f"test n={t['n']}: accuracy {t['accuracy']:.3f}, balanced {t['balanced_accuracy']:.3f}, "
-            f"AUC {t['auc']:.3f}, Spearman(-V, QED) {m['test_spearman_minusV_qed']:.3f}; "
-            f"confusion [true low: pred low {tn}, pred high {fp}] [true high: pred low {fn}, pred high {tp}]; "
-            f"train accuracy {m['train']['accuracy']:.3f}; {m['seconds']:.0f} s")
+    return (
+        f"test n={t['n']}: accuracy {t['accuracy']:.3f}, balanced {t['balanced_accuracy']:.3f}, "
+        f"AUC {t['auc']:.3f}, Spearman(-V, QED) {m['test_spearman_minusV_qed']:.3f}; "
+        f"confusion [true low: pred low {tn}, pred high {fp}] [true high: pred low {fn}, pred high {tp}]; "
+        f"train accuracy {m['train']['accuracy']:.3f}; {m['seconds']:.0f} s"
+    )
 
 
-def perturbed_embeddings(vae, z: Tensor, n: int, radius: float, seed: int = 0,
-                         batch_size: int = 1000) -> tuple[Tensor, np.ndarray]:
+def perturbed_embeddings(
+    vae, z: Tensor, n: int, radius: float, seed: int = 0, batch_size: int = 1000
+) -> tuple[Tensor, np.ndarray]:
     """Off-manifold training points: ``x_k = z_{i_k} + r_k u_k`` with ``i_k`` uniform over the
     rows of ``z``, ``u_k`` uniform on the unit sphere and ``r_k ~ U[0, radius]``, labelled by
     the QED of the *decoded* molecule ``decode(x_k)`` (0 where the decoding is invalid).
@@ -220,10 +255,21 @@ def perturbed_embeddings(vae, z: Tensor, n: int, radius: float, seed: int = 0,
     return x, _decoded_qed(vae, x, batch_size)
 
 
-def fit_from_pools(vae_path: str | Path, out: str | Path, n_train: int = 40000, n_test: int = 10000,
-                   seed: int = 0, epochs: int = 30, lr: float = 1e-2, weight_decay: float = 0.0,
-                   labels: str = "original", augment: int = 0, augment_radius: float = 3.0,
-                   progress: bool = True, command: str = "") -> dict[str, Any]:
+def fit_from_pools(
+    vae_path: str | Path,
+    out: str | Path,
+    n_train: int = 40000,
+    n_test: int = 10000,
+    seed: int = 0,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    labels: str = "original",
+    augment: int = 0,
+    augment_radius: float = 3.0,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
     """The ``train-surrogate`` pipeline: MOSES train/test pools -> QED (cached) -> VAE means
     (cached) -> surrogate -> checkpoint at ``out`` (metrics beside it as JSON).
 
@@ -253,12 +299,23 @@ def fit_from_pools(vae_path: str | Path, out: str | Path, n_train: int = 40000, 
         x_aug, q_aug = perturbed_embeddings(vae, x_tr, augment, augment_radius, seed)
         x_tr, q_tr = torch.cat([x_tr, x_aug]), np.concatenate([q_tr, q_aug])
     label_seconds = time.perf_counter() - t0
-    model, metrics = train_surrogate(x_tr, q_tr, x_te, q_te, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                                     seed=seed, progress=progress)
-    metrics.update({"n_train": len(smi_tr), "n_test": len(smi_te), "encode_seconds": enc_seconds,
-                    "labels": labels, "augment": augment, "augment_radius": augment_radius,
-                    "weight_decay": weight_decay, "label_seconds": label_seconds,
-                    "vae_sha256": file_sha256(vae_path), "command": command})
+    model, metrics = train_surrogate(
+        x_tr, q_tr, x_te, q_te, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
+    )
+    metrics.update(
+        {
+            "n_train": len(smi_tr),
+            "n_test": len(smi_te),
+            "encode_seconds": enc_seconds,
+            "labels": labels,
+            "augment": augment,
+            "augment_radius": augment_radius,
+            "weight_decay": weight_decay,
+            "label_seconds": label_seconds,
+            "vae_sha256": file_sha256(vae_path),
+            "command": command,
+        }
+    )
     save_surrogate(model, out, metrics=_plain(metrics), vae_sha256=metrics["vae_sha256"], command=command)
     Path(out).with_suffix(".json").write_text(json.dumps(_plain(metrics), indent=1))
     return metrics
@@ -290,6 +347,15 @@ def surrogate_V(path: str | Path | None = None) -> QEDSurrogate:
     return load_surrogate(path)[0]
 
 
-__all__: Sequence[str] = ["QEDSurrogate", "THRESHOLD", "classification_metrics", "fit_from_pools",
-                          "format_metrics", "load_surrogate", "perturbed_embeddings", "save_surrogate", "surrogate_V",
-                          "train_surrogate"]
+__all__: Sequence[str] = [
+    "THRESHOLD",
+    "QEDSurrogate",
+    "classification_metrics",
+    "fit_from_pools",
+    "format_metrics",
+    "load_surrogate",
+    "perturbed_embeddings",
+    "save_surrogate",
+    "surrogate_V",
+    "train_surrogate",
+]

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 Repr = Literal["smiles", "selfies"]
 
@@ -71,7 +72,7 @@ class Vocab:
         self.stoi = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, sequences: Iterable[Sequence[str]], extra: Iterable[str] = ()) -> "Vocab":
+    def build(cls, sequences: Iterable[Sequence[str]], extra: Iterable[str] = ()) -> Vocab:
         """Vocabulary of every token in ``sequences`` plus ``extra`` (sorted)."""
         seen: set[str] = set(extra)
         for seq in sequences:
@@ -101,7 +102,7 @@ class Vocab:
         return {"tokens": list(self.tokens)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         return cls(list(d["tokens"]))
 
 
@@ -116,7 +117,7 @@ class MolTokenizer:
 
     # --- construction / persistence -------------------------------------------------
     @classmethod
-    def build(cls, kind: Repr, smiles: Iterable[str]) -> "MolTokenizer":
+    def build(cls, kind: Repr, smiles: Iterable[str]) -> MolTokenizer:
         """Build the vocabulary from a corpus of SMILES.
 
         For SELFIES the semantically robust SELFIES alphabet is added so that
@@ -134,7 +135,7 @@ class MolTokenizer:
         return {"kind": self.kind, **self.vocab.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MolTokenizer":
+    def from_dict(cls, d: dict) -> MolTokenizer:
         return cls(d["kind"], Vocab.from_dict(d))
 
     def save(self, path: str | Path) -> None:
@@ -142,7 +143,7 @@ class MolTokenizer:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "MolTokenizer":
+    def load(cls, path: str | Path) -> MolTokenizer:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     # --- strings <-> tokens <-> ids -------------------------------------------------------

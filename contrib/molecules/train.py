@@ -24,9 +24,10 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -78,8 +79,9 @@ def _append_jsonl(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def evaluate(vae: MoleculeVAE, eval_smiles: Sequence[str], n_prior: int = 500,
-             seed: int = 0) -> dict[str, Any]:
+def evaluate(
+    vae: MoleculeVAE, eval_smiles: Sequence[str], n_prior: int = 500, seed: int = 0
+) -> dict[str, Any]:
     """Reconstruction and prior-sample metrics (percentages, 0-100).
 
     * ``recon_exact``: greedy decoding of the posterior mean equals the
@@ -121,36 +123,61 @@ def evaluate(vae: MoleculeVAE, eval_smiles: Sequence[str], n_prior: int = 500,
     }
 
 
-def _fresh_state(cfg: TrainConfig, train_smiles: Sequence[str], eval_smiles: Sequence[str],
-                 model_kwargs: dict[str, int] | None) -> tuple[MoleculeVAE, dict]:
+def _fresh_state(
+    cfg: TrainConfig,
+    train_smiles: Sequence[str],
+    eval_smiles: Sequence[str],
+    model_kwargs: dict[str, int] | None,
+) -> tuple[MoleculeVAE, dict]:
     rng = random.Random(cfg.seed)
     corpus = list(train_smiles)
     if len(corpus) > cfg.vocab_sample:
         corpus = rng.sample(corpus, cfg.vocab_sample)
     tokenizer = MolTokenizer.build(cfg.repr, list(corpus) + list(eval_smiles))  # type: ignore[arg-type]
     vae = MoleculeVAE.create(tokenizer, **(model_kwargs or {}))
-    state = {"step": 0, "epoch": 0, "pos": 0, "molecules": 0, "train_seconds": 0.0,
-             "skipped": 0}
+    state = {"step": 0, "epoch": 0, "pos": 0, "molecules": 0, "train_seconds": 0.0, "skipped": 0}
     return vae, state
 
 
 def _progress(total: int | None, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train-vae", unit="step",
-                disable=not enabled, mininterval=30.0, dynamic_ncols=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="train-vae",
+        unit="step",
+        disable=not enabled,
+        mininterval=30.0,
+        dynamic_ncols=False,
+    )
 
 
-def train_vae(out_dir: str | Path, repr: str = "selfies", data: str = "sample",
-              minutes: float = 10.0, max_steps: int | None = None,
-              kl_weight: float = 1e-3, free_bits: float = 0.0, batch_size: int = 128,
-              lr: float = 1e-3, clip: float = 1.0, threads: int | None = 1,
-              resume: bool = False, seed: int = 0, n_eval: int = 500, n_prior: int = 500,
-              eval_every: float = 10.0, ckpt_every: float = 5.0, log_every: int = 50,
-              vocab_sample: int = 50_000, progress: bool = True,
-              model_kwargs: dict[str, int] | None = None,
-              train_smiles: Sequence[str] | None = None,
-              eval_smiles: Sequence[str] | None = None) -> dict[str, Any]:
+def train_vae(
+    out_dir: str | Path,
+    repr: str = "selfies",
+    data: str = "sample",
+    minutes: float = 10.0,
+    max_steps: int | None = None,
+    kl_weight: float = 1e-3,
+    free_bits: float = 0.0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    clip: float = 1.0,
+    threads: int | None = 1,
+    resume: bool = False,
+    seed: int = 0,
+    n_eval: int = 500,
+    n_prior: int = 500,
+    eval_every: float = 10.0,
+    ckpt_every: float = 5.0,
+    log_every: int = 50,
+    vocab_sample: int = 50_000,
+    progress: bool = True,
+    model_kwargs: dict[str, int] | None = None,
+    train_smiles: Sequence[str] | None = None,
+    eval_smiles: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Train (or resume training) a :class:`MoleculeVAE`; returns the last eval record.
 
     Parameters
@@ -173,10 +200,22 @@ def train_vae(out_dir: str | Path, repr: str = "selfies", data: str = "sample",
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
-    cfg = TrainConfig(repr=repr, data=data, kl_weight=kl_weight, free_bits=free_bits,
-                      batch_size=batch_size, lr=lr, clip=clip, seed=seed, n_eval=n_eval,
-                      n_prior=n_prior, eval_every=eval_every, ckpt_every=ckpt_every,
-                      log_every=log_every, vocab_sample=vocab_sample)
+    cfg = TrainConfig(
+        repr=repr,
+        data=data,
+        kl_weight=kl_weight,
+        free_bits=free_bits,
+        batch_size=batch_size,
+        lr=lr,
+        clip=clip,
+        seed=seed,
+        n_eval=n_eval,
+        n_prior=n_prior,
+        eval_every=eval_every,
+        ckpt_every=ckpt_every,
+        log_every=log_every,
+        vocab_sample=vocab_sample,
+    )
 
     if train_smiles is None:
         train_smiles = load_smiles("train", data)  # type: ignore[arg-type]
@@ -205,29 +244,50 @@ def train_vae(out_dir: str | Path, repr: str = "selfies", data: str = "sample",
     vae.tokenizer.save(out / VOCAB)
     model = vae.model
     model.train()
-    print(f"VAE: {vae.n_parameters():,} parameters, vocab {len(vae.tokenizer)}, "
-          f"{len(train_smiles):,} train molecules, {len(eval_smiles)} eval molecules",
-          flush=True)
+    print(
+        f"VAE: {vae.n_parameters():,} parameters, vocab {len(vae.tokenizer)}, "
+        f"{len(train_smiles):,} train molecules, {len(eval_smiles)} eval molecules",
+        flush=True,
+    )
 
     def save_checkpoint() -> None:
-        atomic_torch_save({"model": vae.to_dict(), "optimizer": optimizer.state_dict(),
-                           "state": dict(state), "rng": gen.get_state(),
-                           "config": asdict(cfg)}, ckpt_path)
+        atomic_torch_save(
+            {
+                "model": vae.to_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": dict(state),
+                "rng": gen.get_state(),
+                "config": asdict(cfg),
+            },
+            ckpt_path,
+        )
 
     def run_eval() -> dict[str, Any]:
-        rec = {"type": "eval", "step": state["step"], "epoch": state["epoch"],
-               "molecules": state["molecules"], "train_seconds": round(state["train_seconds"], 1),
-               "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               **evaluate(vae, eval_smiles, n_prior=n_prior, seed=seed)}
+        rec = {
+            "type": "eval",
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "molecules": state["molecules"],
+            "train_seconds": round(state["train_seconds"], 1),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **evaluate(vae, eval_smiles, n_prior=n_prior, seed=seed),
+        }
         _append_jsonl(metrics_path, rec)
         if rec["collapsed"] and state["step"] > 0:
-            warnings.warn(f"latent collapse suspected at step {state['step']}: "
-                          f"kl_per_dim={rec['kl_per_dim']:.4g}; lower --kl-weight "
-                          "or use --free-bits", RuntimeWarning, stacklevel=2)
-        print(f"[eval step {rec['step']}] recon {rec['recon_exact']:.1f}% "
-              f"valid {rec['recon_valid']:.1f}% uniq {rec['recon_unique']:.1f}% | "
-              f"prior valid {rec['prior_valid']:.1f}% uniq {rec['prior_unique']:.1f}% | "
-              f"kl/dim {rec['kl_per_dim']:.3f}", flush=True)
+            warnings.warn(
+                f"latent collapse suspected at step {state['step']}: "
+                f"kl_per_dim={rec['kl_per_dim']:.4g}; lower --kl-weight "
+                "or use --free-bits",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        print(
+            f"[eval step {rec['step']}] recon {rec['recon_exact']:.1f}% "
+            f"valid {rec['recon_valid']:.1f}% uniq {rec['recon_unique']:.1f}% | "
+            f"prior valid {rec['prior_valid']:.1f}% uniq {rec['prior_unique']:.1f}% | "
+            f"kl/dim {rec['kl_per_dim']:.3f}",
+            flush=True,
+        )
         return rec
 
     budget = minutes * 60.0
@@ -278,15 +338,23 @@ def train_vae(out_dir: str | Path, repr: str = "selfies", data: str = "sample",
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(f"non-finite loss at step {state['step']}")
         if win_steps >= log_every:
-            rec = {"type": "train", "step": state["step"], "epoch": state["epoch"],
-                   "molecules": state["molecules"],
-                   "train_seconds": round(state["train_seconds"], 1),
-                   "mol_per_s": round(win_mols / win_time, 2),
-                   **{k: round(v / win_steps, 5) for k, v in window.items()}}
+            rec = {
+                "type": "train",
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "molecules": state["molecules"],
+                "train_seconds": round(state["train_seconds"], 1),
+                "mol_per_s": round(win_mols / win_time, 2),
+                **{k: round(v / win_steps, 5) for k, v in window.items()},
+            }
             _append_jsonl(metrics_path, rec)
-            bar.set_postfix(loss=f"{rec['loss']:.2f}", kl=f"{rec['kl']:.1f}",
-                            acc=f"{rec['token_acc']:.3f}", mps=f"{rec['mol_per_s']:.0f}",
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{rec['loss']:.2f}",
+                kl=f"{rec['kl']:.1f}",
+                acc=f"{rec['token_acc']:.3f}",
+                mps=f"{rec['mol_per_s']:.0f}",
+                refresh=False,
+            )
             window, win_steps, win_mols, win_time = {}, 0, 0, 0.0
         now = time.monotonic()
         if now - last_eval >= eval_every * 60.0:
@@ -299,6 +367,9 @@ def train_vae(out_dir: str | Path, repr: str = "selfies", data: str = "sample",
     if not last or last.get("step") != state["step"]:
         last = run_eval()
     save_checkpoint()
-    print(f"stopped at step {state['step']} ({state['molecules']:,} molecules, "
-          f"{state['train_seconds'] / 60:.1f} train-minutes); checkpoint {ckpt_path}", flush=True)
+    print(
+        f"stopped at step {state['step']} ({state['molecules']:,} molecules, "
+        f"{state['train_seconds'] / 60:.1f} train-minutes); checkpoint {ckpt_path}",
+        flush=True,
+    )
     return last

@@ -20,13 +20,13 @@ loading never unpickles code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .tokens import BOS_ID, EOS_ID, PAD_ID, MolTokenizer
@@ -62,8 +62,7 @@ class SeqVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.encoder = nn.GRU(cfg.embed_dim, cfg.enc_hidden, batch_first=True,
-                              bidirectional=True)
+        self.encoder = nn.GRU(cfg.embed_dim, cfg.enc_hidden, batch_first=True, bidirectional=True)
         self.to_mu = nn.Linear(2 * cfg.enc_hidden, cfg.latent_dim)
         self.to_logvar = nn.Linear(2 * cfg.enc_hidden, cfg.latent_dim)
         self.z_to_h = nn.Linear(cfg.latent_dim, cfg.dec_hidden)
@@ -73,15 +72,15 @@ class SeqVAE(nn.Module):
     # --- encoder ----------------------------------------------------------------------
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``ids (B, T)`` -> ``(mu, logvar)``, each ``(B, latent_dim)``."""
-        packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
+        packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, h = self.encoder(packed)  # (2, B, H)
         h = torch.cat([h[0], h[1]], dim=-1)
         return self.to_mu(h), self.to_logvar(h)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         return mu + eps * torch.exp(0.5 * logvar)
 
@@ -94,18 +93,23 @@ class SeqVAE(nn.Module):
         out, _ = self.decoder(x, h0)
         return self.head(out)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor,
-                generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(logits for ids[:, 1:], mu, logvar)``."""
         mu, logvar = self.encode(ids, lengths)
         z = self.reparameterize(mu, logvar, generator)
         return self.decode_logits(z, ids[:, :-1]), mu, logvar
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, greedy: bool = True, temperature: float = 1.0,
-                 max_len: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        z: torch.Tensor,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        max_len: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Autoregressive decoding from ``z (B, latent)``; returns ids ``(B, L)`` (no ``<bos>``).
 
         Sequences are padded with ``<pad>`` after their ``<eos>``.
@@ -135,9 +139,14 @@ class SeqVAE(nn.Module):
         return out
 
 
-def vae_loss(logits: torch.Tensor, targets: torch.Tensor, mu: torch.Tensor,
-             logvar: torch.Tensor, kl_weight: float = 1e-3, free_bits: float = 0.0
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    kl_weight: float = 1e-3,
+    free_bits: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-molecule loss ``recon + kl_weight * KL``.
 
     ``recon`` is the token cross-entropy summed over each sequence (pad
@@ -146,17 +155,25 @@ def vae_loss(logits: torch.Tensor, targets: torch.Tensor, mu: torch.Tensor,
     batch-mean KL is clamped from below at ``free_bits`` nats.
     """
     B = targets.shape[0]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                         ignore_index=PAD_ID, reduction="sum") / B
+    ce = (
+        F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD_ID, reduction="sum"
+        )
+        / B
+    )
     kl_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)  # (latent,)
     kl_term = torch.clamp(kl_dim, min=free_bits).sum() if free_bits > 0 else kl_dim.sum()
     loss = ce + kl_weight * kl_term
     with torch.no_grad():
         mask = targets != PAD_ID
         acc = ((logits.argmax(-1) == targets) & mask).sum() / mask.sum()
-    return loss, {"loss": float(loss.detach()), "recon": float(ce.detach()),
-                  "kl": float(kl_dim.detach().sum()), "kl_per_dim": float(kl_dim.detach().mean()),
-                  "token_acc": float(acc)}
+    return loss, {
+        "loss": float(loss.detach()),
+        "recon": float(ce.detach()),
+        "kl": float(kl_dim.detach().sum()),
+        "kl_per_dim": float(kl_dim.detach().mean()),
+        "token_acc": float(acc),
+    }
 
 
 class MoleculeVAE:
@@ -167,7 +184,7 @@ class MoleculeVAE:
         self.tokenizer = tokenizer
 
     @classmethod
-    def create(cls, tokenizer: MolTokenizer, **cfg_kwargs: int) -> "MoleculeVAE":
+    def create(cls, tokenizer: MolTokenizer, **cfg_kwargs: int) -> MoleculeVAE:
         """Fresh (untrained) VAE for ``tokenizer``; ``cfg_kwargs`` override :class:`VAEConfig`."""
         return cls(SeqVAE(VAEConfig(vocab_size=len(tokenizer), **cfg_kwargs)), tokenizer)
 
@@ -198,8 +215,14 @@ class MoleculeVAE:
         return torch.cat(chunks)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, greedy: bool = True, temperature: float = 1.0,
-               batch_size: int = 512, generator: torch.Generator | None = None) -> list[str]:
+    def decode(
+        self,
+        z: torch.Tensor,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        batch_size: int = 512,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
         """Decode latent points ``z (N, latent_dim)`` to (canonical when valid) SMILES.
 
         Greedy decoding by default; ``greedy=False`` samples tokens at
@@ -211,14 +234,16 @@ class MoleculeVAE:
         z = torch.as_tensor(z, dtype=torch.float32)
         out: list[str] = []
         for i in range(0, z.shape[0], batch_size):
-            ids = self.model.generate(z[i : i + batch_size], greedy=greedy,
-                                      temperature=temperature, generator=generator)
+            ids = self.model.generate(
+                z[i : i + batch_size], greedy=greedy, temperature=temperature, generator=generator
+            )
             out += [self.tokenizer.decode(row.tolist()) for row in ids]
         self.model.train(was)
         return out
 
-    def sample_prior(self, n: int, generator: torch.Generator | None = None,
-                     greedy: bool = True) -> list[str]:
+    def sample_prior(
+        self, n: int, generator: torch.Generator | None = None, greedy: bool = True
+    ) -> list[str]:
         """Decode ``n`` draws z ~ N(0, I)."""
         z = torch.randn(n, self.latent_dim, generator=generator)
         return self.decode(z, greedy=greedy, generator=generator)
@@ -226,12 +251,15 @@ class MoleculeVAE:
     # --- persistence ------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain dict (tensors, str, int, lists) suitable for ``torch.save``."""
-        return {"format": FORMAT, "config": asdict(self.model.cfg),
-                "tokenizer": self.tokenizer.to_dict(),
-                "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+        return {
+            "format": FORMAT,
+            "config": asdict(self.model.cfg),
+            "tokenizer": self.tokenizer.to_dict(),
+            "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MoleculeVAE":
+    def from_dict(cls, d: dict) -> MoleculeVAE:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (format={d.get('format')!r})")
         model = SeqVAE(VAEConfig(**d["config"]))
@@ -243,7 +271,7 @@ class MoleculeVAE:
         torch.save(self.to_dict(), str(path))
 
     @classmethod
-    def load(cls, path: str | Path) -> "MoleculeVAE":
+    def load(cls, path: str | Path) -> MoleculeVAE:
         """Load a model file or a training checkpoint (its ``"model"`` entry)."""
         d = torch.load(str(path), map_location="cpu", weights_only=True)
         if "model" in d and "format" not in d:

@@ -29,13 +29,12 @@ import torch
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from torch import Tensor
-
 from jkoflow.divergence import Divergence
 from jkoflow.functional import Functional, LogDet, Need, StepContext
 from jkoflow.logdet import LogDetError, LogDetEstimator
 from jkoflow.potential import PotentialNet
 from jkoflow.spec import INJECTED
+from torch import Tensor
 
 from .strategies import clouds, random_convex_potential
 
@@ -70,7 +69,7 @@ class Counterexample:
     alpha: float
 
     def describe(self, name: str = "f") -> str:
-        fmt = lambda v: "[" + ", ".join(f"{c:.6g}" for c in v) + "]"  # noqa: E731
+        fmt = lambda v: "[" + ", ".join(f"{c:.6g}" for c in v) + "]"
         if self.kind == "value":
             return f"{name}({fmt(self.z)}) = {self.lhs} (NaN or -inf: not a convex function's value)"
         if self.kind == "jensen":
@@ -80,7 +79,11 @@ class Counterexample:
                 f"(z = t x + (1-t) y = {fmt(self.z)}): {name}(z) = {self.lhs:.9g} > "
                 f"t {name}(x) + (1-t) {name}(y){strong} = {self.rhs:.9g}"
             )
-        where = "" if self.x == self.y else f" (found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
+        where = (
+            ""
+            if self.x == self.y
+            else f" (found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
+        )
         return f"the Hessian of {name} at z={fmt(self.z)} has smallest eigenvalue {self.lhs:.6g} < {self.rhs:g}{where}"
 
 
@@ -174,7 +177,10 @@ def _box(bounds: Bounds, dim: int) -> tuple[np.ndarray, np.ndarray]:
         if not bounds > 0:
             raise ValueError(f"bounds={bounds}: expected a positive half-width")
         return np.full(dim, -float(bounds)), np.full(dim, float(bounds))
-    low, high = (np.asarray(torch.as_tensor(b, dtype=torch.float64).detach().cpu(), dtype=float).reshape(-1) for b in bounds)
+    low, high = (
+        np.asarray(torch.as_tensor(b, dtype=torch.float64).detach().cpu(), dtype=float).reshape(-1)
+        for b in bounds
+    )
     if low.shape != (dim,) or high.shape != (dim,) or not np.all(low < high):
         raise ValueError(f"bounds=({low}, {high}): expected two vectors of length {dim} with low < high")
     return low, high
@@ -227,7 +233,9 @@ def find_convexity_counterexample(
     """
     low, high = _box(bounds, dim)
     f64 = _as_float64(f)
-    coords = st.tuples(*(st.floats(lo, hi, allow_nan=False, allow_subnormal=False) for lo, hi in zip(low, high)))
+    coords = st.tuples(
+        *(st.floats(lo, hi, allow_nan=False, allow_subnormal=False) for lo, hi in zip(low, high))
+    )
     state = {"hessian": hessian}
 
     def evaluate(points: Tensor) -> Tensor:
@@ -235,7 +243,9 @@ def find_convexity_counterexample(
             out = f64(points)
         if not isinstance(out, Tensor) or out.shape != (points.shape[0],):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ConformanceError(f"{_name(f)} returned {shape} for input of shape {tuple(points.shape)}: expected ({points.shape[0]},)")
+            raise ConformanceError(
+                f"{_name(f)} returned {shape} for input of shape {tuple(points.shape)}: expected ({points.shape[0]},)"
+            )
         return out.to(torch.float64)
 
     def probe(x: tuple[float, ...], y: tuple[float, ...], t: float) -> None:
@@ -247,7 +257,9 @@ def find_convexity_counterexample(
         fx, fy, fz = vals[0], vals[1], vals[2:]
         for end, pt in ((fx, x), (fy, y)):
             if bool(torch.isnan(end)) or float(end) == -math.inf:
-                raise _Violation(Counterexample("value", list(x), list(y), t, list(pt), float(end), math.nan, alpha))
+                raise _Violation(
+                    Counterexample("value", list(x), list(y), t, list(pt), float(end), math.nan, alpha)
+                )
         if float(fx) == math.inf or float(fy) == math.inf:
             return  # Jensen holds trivially with an infinite end point
         gap = 0.5 * alpha * ts * (1 - ts) * float((xt - yt).pow(2).sum())
@@ -261,7 +273,9 @@ def find_convexity_counterexample(
                 tol = atol + rtol * float(fx.abs() + fy.abs() + (lhs.abs() if torch.isfinite(lhs) else 0))
                 if not lhs > rhs + tol:
                     continue
-            raise _Violation(Counterexample("jensen", list(x), list(y), ti, zs[i].tolist(), float(lhs), float(rhs), alpha))
+            raise _Violation(
+                Counterexample("jensen", list(x), list(y), ti, zs[i].tolist(), float(lhs), float(rhs), alpha)
+            )
         if state["hessian"] and torch.isfinite(vals).all():
             h = _row_hessian(f64, zs[:1])
             if h is None:
@@ -270,13 +284,23 @@ def find_convexity_counterexample(
             eig = torch.linalg.eigvalsh(h[0])
             tol = atol + rtol * 1e2 * float(eig.abs().max())
             if not bool(torch.isfinite(eig).all()) or float(eig[0]) < alpha - tol:
-                raise _Violation(Counterexample("hessian", list(x), list(y), t, zs[0].tolist(), float(eig[0]), alpha, alpha))
+                raise _Violation(
+                    Counterexample(
+                        "hessian", list(x), list(y), t, zs[0].tolist(), float(eig[0]), alpha, alpha
+                    )
+                )
 
     def fallback(rng: np.random.Generator) -> dict[str, Any]:
-        return {"x": tuple(rng.uniform(low, high)), "y": tuple(rng.uniform(low, high)), "t": float(rng.uniform())}
+        return {
+            "x": tuple(rng.uniform(low, high)),
+            "y": tuple(rng.uniform(low, high)),
+            "t": float(rng.uniform()),
+        }
 
     try:
-        _run_property(probe, {"x": coords, "y": coords, "t": st.floats(0.0, 1.0)}, fallback, max_examples, seed)
+        _run_property(
+            probe, {"x": coords, "y": coords, "t": st.floats(0.0, 1.0)}, fallback, max_examples, seed
+        )
     except _Violation as exc:
         return exc.counterexample
     return None
@@ -305,7 +329,15 @@ def assert_strongly_convex(
     if dim is None:
         raise ValueError(f"{_name(potential)} has no attribute 'dim': pass dim=")
     found = find_convexity_counterexample(
-        potential, dim, alpha, bounds=bounds, max_examples=max_examples, seed=seed, hessian=hessian, rtol=rtol, atol=atol
+        potential,
+        dim,
+        alpha,
+        bounds=bounds,
+        max_examples=max_examples,
+        seed=seed,
+        hessian=hessian,
+        rtol=rtol,
+        atol=atol,
     )
     if found is not None:
         what = "convex" if not alpha else f"{alpha:g}-strongly convex"
@@ -326,7 +358,15 @@ def assert_convex(
     """Assert ``potential`` is convex on the box ``bounds`` (Jensen along drawn segments, PSD
     Hessians); raises :class:`ConvexityError` with a shrunk counterexample."""
     assert_strongly_convex(
-        potential, 0.0, dim, bounds=bounds, max_examples=max_examples, seed=seed, hessian=hessian, rtol=rtol, atol=atol
+        potential,
+        0.0,
+        dim,
+        bounds=bounds,
+        max_examples=max_examples,
+        seed=seed,
+        hessian=hessian,
+        rtol=rtol,
+        atol=atol,
     )
 
 
@@ -393,7 +433,9 @@ def assert_valid_potential_net(
     with torch.no_grad():
         u = net64(x)
     if not isinstance(u, Tensor) or u.shape != (n,):
-        _fail(what, f"forward returned {getattr(u, 'shape', type(u))} for x of shape {(n, d)}: expected ({n},)")
+        _fail(
+            what, f"forward returned {getattr(u, 'shape', type(u))} for x of shape {(n, d)}: expected ({n},)"
+        )
     if u.dtype != torch.float64 or not torch.isfinite(u).all():
         _fail(what, f"forward in float64 returned dtype {u.dtype}, finite={bool(torch.isfinite(u).all())}")
     with torch.no_grad():
@@ -401,7 +443,10 @@ def assert_valid_potential_net(
         u32 = copy.deepcopy(net).float()(x.float())
     ok, err = _close(u_rows, u, 1e-10, 1e-10)
     if not ok:
-        _fail(what, f"u(x_i) depends on the other rows of the batch (max difference {err:.3g}); u must act row by row")
+        _fail(
+            what,
+            f"u(x_i) depends on the other rows of the batch (max difference {err:.3g}); u must act row by row",
+        )
     if u32.dtype != torch.float32:
         _fail(what, f"forward on float32 input returned dtype {u32.dtype}: expected float32")
     ok, err = _close(u32.double(), u, 1e-4, 1e-4)
@@ -412,7 +457,10 @@ def assert_valid_potential_net(
     h = 1e-5
     t_plain = net64.transport(x, create_graph=False)
     if t_plain.shape != (n, d) or t_plain.requires_grad:
-        _fail(what, f"transport(x, create_graph=False) has shape {tuple(t_plain.shape)}, requires_grad={t_plain.requires_grad}: expected ({n}, {d}) and detached")
+        _fail(
+            what,
+            f"transport(x, create_graph=False) has shape {tuple(t_plain.shape)}, requires_grad={t_plain.requires_grad}: expected ({n}, {d}) and detached",
+        )
     with torch.no_grad():
         t_fd = _central_gradient(net64, x, h)
     ok, err = _close(t_plain, t_fd, 1e-5, 1e-6)
@@ -430,7 +478,10 @@ def assert_valid_potential_net(
     # hessian and hvp
     hess = net64.hessian(x, create_graph=False)
     if hess.shape != (n, d, d) or hess.requires_grad:
-        _fail(what, f"hessian(x, create_graph=False) has shape {tuple(hess.shape)}, requires_grad={hess.requires_grad}: expected ({n}, {d}, {d}), detached")
+        _fail(
+            what,
+            f"hessian(x, create_graph=False) has shape {tuple(hess.shape)}, requires_grad={hess.requires_grad}: expected ({n}, {d}, {d}), detached",
+        )
     ok, err = _close(hess, hess.transpose(1, 2), 1e-8, 1e-8)
     if not ok:
         _fail(what, f"hessian is not symmetric (max |H - H^T| = {err:.3g})")
@@ -563,13 +614,15 @@ def assert_valid_functional(
 
     def context(x: Tensor, y: Tensor, logdet: Tensor, log_rho: Tensor) -> StepContext:
         ld = LogDet(value=logdet.detach(), surrogate=logdet) if Need.LOGDET in needs else None
-        return StepContext(x=x, y=y, tau=0.1, logdet=ld, log_density=log_rho if Need.LOG_DENSITY in needs else None)
+        return StepContext(
+            x=x, y=y, tau=0.1, logdet=ld, log_density=log_rho if Need.LOG_DENSITY in needs else None
+        )
 
     def objective(ctx: StepContext) -> Tensor:
         try:
             with _seeded(seed):
                 return functional.inner_objective(ctx)
-        except Exception as exc:  # noqa: BLE001 - reported with what the context held
+        except Exception as exc:
             declared = sorted(k.name for k in needs) or ["nothing"]
             raise ConformanceError(
                 f"{what}: inner_objective raised {type(exc).__name__}: {exc} (needs declares {', '.join(declared)}; "
@@ -587,9 +640,14 @@ def assert_valid_functional(
         logdet = torch.zeros(n, dtype=dtype) + 0 * theta
         obj = objective(context(x, y, logdet, log_rho))
         if not isinstance(obj, Tensor) or obj.ndim != 0:
-            _fail(what, f"inner_objective returned {getattr(obj, 'shape', type(obj))}: expected a 0-dim tensor")
+            _fail(
+                what, f"inner_objective returned {getattr(obj, 'shape', type(obj))}: expected a 0-dim tensor"
+            )
         if obj.dtype != dtype or not torch.isfinite(obj):
-            _fail(what, f"inner_objective on {dtype} particles returned {obj.item()} of dtype {obj.dtype}: expected a finite {dtype}")
+            _fail(
+                what,
+                f"inner_objective on {dtype} particles returned {obj.item()} of dtype {obj.dtype}: expected a finite {dtype}",
+            )
         if not torch.equal(x, x_before):
             _fail(what, "inner_objective modified ctx.x in place")
         value = functional.value(x, log_rho)
@@ -600,7 +658,10 @@ def assert_valid_functional(
     begin(torch.float64)
     x, log_rho = _gaussian_cloud(n, dim, gen, torch.float64)
     if functional.value(x, log_rho) is None:
-        _fail(what, "value(x, log_density) returned None with both given: cannot check inner_objective against F")
+        _fail(
+            what,
+            "value(x, log_density) returned None with both given: cannot check inner_objective against F",
+        )
     for k in range(directions):
         g = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
         b = 0.5 * (g + g.T)
@@ -690,11 +751,17 @@ def assert_valid_logdet_estimator(
     if not isinstance(out, LogDet):
         _fail(what, f"returned {type(out).__name__}: expected jkoflow.LogDet(value, surrogate)")
     if out.value.shape != (n,) or out.surrogate.shape != (n,):
-        _fail(what, f"value {tuple(out.value.shape)}, surrogate {tuple(out.surrogate.shape)}: expected ({n},) each")
+        _fail(
+            what,
+            f"value {tuple(out.value.shape)}, surrogate {tuple(out.surrogate.shape)}: expected ({n},) each",
+        )
     if out.value.requires_grad:
         _fail(what, "value requires grad: expected a detached estimate")
     if out.value.dtype != x.dtype or not torch.isfinite(out.value).all():
-        _fail(what, f"value has dtype {out.value.dtype}, finite={bool(torch.isfinite(out.value).all())}: expected finite {x.dtype}")
+        _fail(
+            what,
+            f"value has dtype {out.value.dtype}, finite={bool(torch.isfinite(out.value).all())}: expected finite {x.dtype}",
+        )
     if not out.surrogate.requires_grad:
         _fail(what, "surrogate (grad=True) is not differentiable in the potential's parameters")
     if any(p.grad is not None for p in params):
@@ -713,7 +780,9 @@ def assert_valid_logdet_estimator(
             f"(mean {float(exact.mean()):.4g}, d={dim}, n={n}); max per-particle error {float((out.value - exact).abs().max()):.3g}",
         )
     est_grad = torch.autograd.grad(out.surrogate.sum(), params, allow_unused=True)
-    flat = lambda gs: torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)])  # noqa: E731
+    flat = lambda gs: torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)]
+    )
     ge, gx = flat(est_grad), flat(exact_grad)  # the center does not enter H: zero
     rel = float((ge - gx).norm() / gx.norm())
     if not rel <= grad_rtol:
@@ -776,22 +845,30 @@ def assert_valid_divergence(
     if not isinstance(divergence, Divergence):
         _fail(what, f"got {type(divergence).__name__}; expected a jkoflow.Divergence")
 
-    def call(x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None, *, grad: bool = False) -> Tensor:
+    def call(
+        x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None, *, grad: bool = False
+    ) -> Tensor:
         x = x.detach().clone().requires_grad_(grad)
         try:
             with _seeded(seed):
                 val = divergence(x, y, a, b)
-        except Exception as exc:  # noqa: BLE001 - reported with the inputs
+        except Exception as exc:
             weights = "" if a is None and b is None else " with explicit weights a, b"
             raise ConformanceError(
                 f"{what}: raised {type(exc).__name__}: {exc} on clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}{weights}"
             ) from exc
         if not isinstance(val, Tensor) or val.ndim != 0:
-            _fail(what, f"returned {getattr(val, 'shape', type(val))} for clouds {tuple(x.shape)}, {tuple(y.shape)}: expected a 0-dim tensor")
+            _fail(
+                what,
+                f"returned {getattr(val, 'shape', type(val))} for clouds {tuple(x.shape)}, {tuple(y.shape)}: expected a 0-dim tensor",
+            )
         if val.dtype != x.dtype:
             _fail(what, f"returned dtype {val.dtype} for {x.dtype} inputs")
         if not torch.isfinite(val):
-            _fail(what, f"D = {val.item()} (not finite) for clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}:\nx={x.tolist()}\ny={y.tolist()}")
+            _fail(
+                what,
+                f"D = {val.item()} (not finite) for clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}:\nx={x.tolist()}\ny={y.tolist()}",
+            )
         if grad:
             (g,) = torch.autograd.grad(val, x, allow_unused=True)
             if g is not None and not torch.isfinite(g).all():
@@ -809,14 +886,19 @@ def assert_valid_divergence(
         dxy = call(x, y, grad=True)
         eps = tol(x, y)
         if float(dxy) < -eps:
-            _fail(what, f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g})\nx={x.tolist()}\ny={y.tolist()}")
+            _fail(
+                what, f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g})\nx={x.tolist()}\ny={y.tolist()}"
+            )
         dxx = call(x, x, grad=True)
         if abs(float(dxx)) > tol(x):
             _fail(what, f"D(x, x) = {float(dxx):.6g}, expected 0 (tolerance {tol(x):.2g})\nx={x.tolist()}")
         if divergence.symmetric:
             dyx = call(y, x)
             if abs(float(dxy - dyx)) > eps + rtol * abs(float(dxy)):
-                _fail(what, f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g}\nx={x.tolist()}\ny={y.tolist()}")
+                _fail(
+                    what,
+                    f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g}\nx={x.tolist()}\ny={y.tolist()}",
+                )
         if weighted:
             weights_ok(x, y, dxy, eps)
 
@@ -851,15 +933,20 @@ def assert_valid_divergence(
         weights_ok(x, y, call(x, y), tol(x, y))
 
     def fallback(rng: np.random.Generator) -> dict[str, Any]:
-        size = lambda: (int(rng.integers(1, max_size + 1)), dim)  # noqa: E731
+        size = lambda: (int(rng.integers(1, max_size + 1)), dim)
         scale = 10 ** rng.uniform(-1, 1)
-        return {"x": torch.as_tensor(scale * rng.uniform(-1, 1, size())), "y": torch.as_tensor(scale * rng.uniform(-1, 1, size()))}
+        return {
+            "x": torch.as_tensor(scale * rng.uniform(-1, 1, size())),
+            "y": torch.as_tensor(scale * rng.uniform(-1, 1, size())),
+        }
 
     _run_property(probe, {"x": cloud, "y": cloud}, fallback, max_examples, seed)
 
 
 # --- the remaining registry kinds -------------------------------------------------------
-def assert_valid_potential_fn(V: Callable[[Tensor], Tensor], *, dim: int = 2, n: int = 8, seed: int = 0) -> None:
+def assert_valid_potential_fn(
+    V: Callable[[Tensor], Tensor], *, dim: int = 2, n: int = 8, seed: int = 0
+) -> None:
     """A potential ``V`` maps ``(n, d) -> (n,)`` row by row, keeps the dtype, is finite and
     differentiable by torch (the inner objective is ``mean_i V(grad u(x_i))``)."""
     _check_rowwise(V, f"potential V {_name(V)}", (dim,), n, seed)
@@ -874,19 +961,27 @@ def assert_valid_kernel(W: Callable[[Tensor], Tensor], *, dim: int = 2, n: int =
     z = torch.randn(n, n, dim, generator=gen, dtype=torch.float64)
     out = W(z)
     if not isinstance(out, Tensor) or out.shape != (n, n):
-        _fail(what, f"W on differences of shape {(n, n, dim)} returned {getattr(out, 'shape', type(out))}: expected {(n, n)}")
+        _fail(
+            what,
+            f"W on differences of shape {(n, n, dim)} returned {getattr(out, 'shape', type(out))}: expected {(n, n)}",
+        )
     ok, err = _close(out, W(z.reshape(n * n, dim)).reshape(n, n), 1e-12, 1e-12)
     if not ok:
         _fail(what, f"W on (n, n, d) differs from W on the flattened (n*n, d) differences by {err:.3g}")
 
 
-def _check_rowwise(fn: Callable[[Tensor], Tensor], what: str, shape: tuple[int, ...], n: int, seed: int) -> None:
+def _check_rowwise(
+    fn: Callable[[Tensor], Tensor], what: str, shape: tuple[int, ...], n: int, seed: int
+) -> None:
     gen = torch.Generator().manual_seed(seed)
     for dtype in (torch.float32, torch.float64):
         x = torch.randn(n, *shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(True)
         out = fn(x)
         if not isinstance(out, Tensor) or out.shape != (n,):
-            _fail(what, f"input of shape {tuple(x.shape)} gave {getattr(out, 'shape', type(out))}: expected ({n},)")
+            _fail(
+                what,
+                f"input of shape {tuple(x.shape)} gave {getattr(out, 'shape', type(out))}: expected ({n},)",
+            )
         if out.dtype != dtype or not torch.isfinite(out).all():
             _fail(what, f"{dtype} input gave dtype {out.dtype}, finite={bool(torch.isfinite(out).all())}")
         if not out.requires_grad:
@@ -919,7 +1014,10 @@ def assert_valid_internal_fn(fn: Any, *, eps: float = 1e-6) -> None:
     fd = (fn.f_over_r(s + eps) - fn.f_over_r(s - eps)) / (2 * eps)
     ok, err = _close(p, fd, 1e-5, 1e-7)
     if not ok:
-        _fail(what, f"pressure_over_r differs from d/ds f_over_r(s) by {err:.3g}: expected P(r)/r = f'(r) - f(r)/r")
+        _fail(
+            what,
+            f"pressure_over_r differs from d/ds f_over_r(s) by {err:.3g}: expected P(r)/r = f'(r) - f(r)/r",
+        )
     r = torch.exp(s)
     slopes = (r[1:] * g[1:] - r[:-1] * g[:-1]) / (r[1:] - r[:-1])
     if not bool((slopes[1:] - slopes[:-1] >= -1e-9 * (1 + slopes.abs().max())).all()):
@@ -941,7 +1039,9 @@ def assert_valid_sampler(sampler: Any, *, n: int = 16, seed: int = 0) -> None:
     if lr is not None and (lr.shape != (n,) or not torch.isfinite(lr).all()):
         _fail(what, f"log_rho0 has shape {tuple(lr.shape)}: expected finite ({n},)")
     if not torch.equal(x, out2[0]):
-        _fail(what, "two draws from equally seeded generators differ: use the generator argument for randomness")
+        _fail(
+            what, "two draws from equally seeded generators differ: use the generator argument for randomness"
+        )
 
 
 def factory_parameters(factory: Callable[..., Any]) -> list[str]:

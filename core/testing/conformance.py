@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
-
 from jkoflow.registry import Registry, default_registry
 
 from . import checks
@@ -70,7 +69,9 @@ def _build(factory: Callable[..., Any], params: Mapping[str, Any], dim: int, reg
     return factory(**params, **injected)
 
 
-def _runner(kind: str, factory: Callable[..., Any], params: dict[str, Any], dim: int, registry: Registry) -> Callable[[], None]:
+def _runner(
+    kind: str, factory: Callable[..., Any], params: dict[str, Any], dim: int, registry: Registry
+) -> Callable[[], None]:
     def run() -> None:
         obj = _build(factory, params, dim, registry)
         if kind == "net":
@@ -109,11 +110,20 @@ def cases(registry: Registry | None = None, kinds: tuple[str, ...] | None = None
                 dim_list = (params.pop("dim"),) if "dim" in params else dims
                 missing = [] if declared else checks.factory_parameters(entry.factory)
                 skip = (
-                    f"{kind} {name!r} needs parameters {missing} and its factory lists no "
-                    f"{CONFORMANCE_ATTR}" if missing else None
+                    f"{kind} {name!r} needs parameters {missing} and its factory lists no {CONFORMANCE_ATTR}"
+                    if missing
+                    else None
                 )
                 for dim in dim_list:
-                    yield Case(kind, name, entry.provider, params, int(dim), _runner(kind, entry.factory, params, int(dim), registry), skip)
+                    yield Case(
+                        kind,
+                        name,
+                        entry.provider,
+                        params,
+                        int(dim),
+                        _runner(kind, entry.factory, params, int(dim), registry),
+                        skip,
+                    )
 
 
 def run_all(registry: Registry | None = None) -> dict[str, str]:
@@ -132,4 +142,4 @@ def run_all(registry: Registry | None = None) -> dict[str, str]:
     return results
 
 
-__all__ = ["CONFORMANCE_ATTR", "Case", "DIMS", "cases", "run_all"]
+__all__ = ["CONFORMANCE_ATTR", "DIMS", "Case", "cases", "run_all"]

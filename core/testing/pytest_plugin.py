@@ -65,7 +65,9 @@ class ConformanceSuite(pytest.Collector):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if not config.getoption(OPTION):
         return
     from jkoflow.registry import default_registry
@@ -87,7 +89,9 @@ class _FailedPlugin(pytest.Item):
         self.failure = failure
 
     def runtest(self) -> None:
-        raise AssertionError(f"plugin {self.failure.entry_point} from {self.failure.provider!r} failed to load: {self.failure.error}")
+        raise AssertionError(
+            f"plugin {self.failure.entry_point} from {self.failure.provider!r} failed to load: {self.failure.error}"
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
         return str(excinfo.value)

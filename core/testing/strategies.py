@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as nnf
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from torch import Tensor, nn
-
 from jkoflow.potential import PotentialNet
+from torch import Tensor, nn
 
 CLOUD_KINDS = ("generic", "collinear", "duplicated", "clustered")
 """Cloud shapes drawn by :func:`clouds`; all but ``generic`` are near-degenerate."""
@@ -63,7 +62,9 @@ def log_uniform(lo: float, hi: float) -> st.SearchStrategy[float]:
 
 def points(dim: int, scale: float = 3.0, dtype: torch.dtype = torch.float64) -> st.SearchStrategy[Tensor]:
     """Single points of ``[-scale, scale]^dim`` as tensors of shape ``(dim,)``."""
-    return hnp.arrays(np.float64, (dim,), elements=_floats(-scale, scale)).map(lambda a: torch.as_tensor(a, dtype=dtype))
+    return hnp.arrays(np.float64, (dim,), elements=_floats(-scale, scale)).map(
+        lambda a: torch.as_tensor(a, dtype=dtype)
+    )
 
 
 @st.composite
@@ -160,7 +161,7 @@ class RandomConvexPotential(PotentialNet):
         if not alpha > 0:
             raise ValueError(f"alpha={alpha}: expected a positive strong-convexity modulus")
         self.strong_convexity = float(alpha)
-        as_param = lambda t: nn.Parameter(torch.as_tensor(t, dtype=torch.float64).clone())  # noqa: E731
+        as_param = lambda t: nn.Parameter(torch.as_tensor(t, dtype=torch.float64).clone())
         self.center = as_param(center)
         self.quad_factor = as_param(quad_factor)
         self.lse_weight = as_param(lse_weight)
@@ -228,7 +229,7 @@ def convex_functions(
     factor = evecs * torch.sqrt(torch.clamp(evals - alpha, min=0.0))
     k = draw(st.integers(1, max_lse_terms))
     m = draw(st.integers(1, max_ridges))
-    arr = lambda shape, lo=-2.0, hi=2.0: torch.as_tensor(  # noqa: E731
+    arr = lambda shape, lo=-2.0, hi=2.0: torch.as_tensor(
         draw(hnp.arrays(np.float64, shape, elements=_floats(lo, hi)))
     )
     return RandomConvexPotential(
@@ -336,7 +337,7 @@ def random_convex_potential(
     q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     lam = 2 * alpha * condition ** np.linspace(0.0, 1.0, dim)
     factor = q * np.sqrt(lam - alpha)
-    u = lambda *shape: torch.as_tensor(rng.uniform(-1.5, 1.5, size=shape))  # noqa: E731
+    u = lambda *shape: torch.as_tensor(rng.uniform(-1.5, 1.5, size=shape))
     return RandomConvexPotential(
         center=u(dim) / 3,
         quad_factor=torch.as_tensor(factor),

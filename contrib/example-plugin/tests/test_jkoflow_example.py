@@ -14,12 +14,11 @@ import pytest
 
 jkoflow_example = pytest.importorskip("jkoflow_example", reason="pip install ./contrib/example-plugin first")
 
-import torch  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import jkoflow  # noqa: E402
-from jkoflow.testing import (  # noqa: E402
+import jkoflow
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jkoflow.testing import (
     ConvexityError,
     assert_convex,
     assert_strongly_convex,
@@ -28,8 +27,8 @@ from jkoflow.testing import (  # noqa: E402
     assert_valid_potential_fn,
     assert_valid_potential_net,
 )
-from jkoflow.testing.strategies import clouds  # noqa: E402
-from jkoflow_example import DoubleWell, DoubleWellEnergy, EnergyDistance, QuadSoftplus  # noqa: E402
+from jkoflow.testing.strategies import clouds
+from jkoflow_example import DoubleWell, DoubleWellEnergy, EnergyDistance, QuadSoftplus
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -96,16 +95,21 @@ def test_energy_distance_passes_the_divergence_contract() -> None:
     assert_valid_divergence(EnergyDistance(), dim=1)
 
 
-@given(x=clouds(1, min_size=1, max_size=6, degenerate=False), y=clouds(1, min_size=1, max_size=6, degenerate=False))
+@given(
+    x=clouds(1, min_size=1, max_size=6, degenerate=False),
+    y=clouds(1, min_size=1, max_size=6, degenerate=False),
+)
 @settings(max_examples=30, deadline=None)
 def test_energy_distance_in_1d_is_twice_the_l2_distance_of_cdfs(x: torch.Tensor, y: torch.Tensor) -> None:
     """In d = 1, ED(alpha, beta) = 2 int (F_alpha(t) - F_beta(t))^2 dt (Szekely): an exact,
     independent formula through the empirical CDFs."""
     grid, _ = torch.sort(torch.cat([x[:, 0], y[:, 0]]))
-    cdf = lambda pts, t: (pts[:, 0][None, :] <= t[:, None]).double().mean(1)  # noqa: E731
+    cdf = lambda pts, t: (pts[:, 0][None, :] <= t[:, None]).double().mean(1)
     widths = grid[1:] - grid[:-1]
     exact = 2 * float(((cdf(x, grid[:-1]) - cdf(y, grid[:-1])) ** 2 * widths).sum())
-    assert float(EnergyDistance()(x, y)) == pytest.approx(exact, rel=1e-9, abs=1e-12 * float(grid.abs().max() + 1))
+    assert float(EnergyDistance()(x, y)) == pytest.approx(
+        exact, rel=1e-9, abs=1e-12 * float(grid.abs().max() + 1)
+    )
 
 
 # --- using it by name from a spec -------------------------------------------------------

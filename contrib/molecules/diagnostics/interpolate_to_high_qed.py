@@ -1,11 +1,21 @@
 """Oracle: move start embeddings toward high-QED real embeddings; does decoded QED rise?"""
-import time, sys, numpy as np, torch
+
+import sys
+import time
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
-from jkoflow.contrib.molecules.pools import pool, embed
+import os
+
+from jkoflow.contrib.molecules.metrics import cloud_metrics, qed_values
 from jkoflow.contrib.molecules.plugin import MosesEmbeddings, get_vae
-from jkoflow.contrib.molecules.metrics import qed_values, cloud_metrics
-import os; VAE = os.environ["VAE"]  # a weights-only VAE snapshot (train-surrogate --snapshot writes one)
-t0 = time.perf_counter(); c0 = time.process_time()
+from jkoflow.contrib.molecules.pools import embed, pool
+
+VAE = os.environ["VAE"]  # a weights-only VAE snapshot (train-surrogate --snapshot writes one)
+t0 = time.perf_counter()
+c0 = time.process_time()
 vae = get_vae(VAE)
 samp = MosesEmbeddings(vae=VAE)
 x0, _ = samp.sample(int(sys.argv[1]) if len(sys.argv) > 1 else 500, torch.Generator().manual_seed(0))
@@ -19,7 +29,12 @@ qs = qed_values(start)
 print(f"start decoded QED median {np.nanmedian(qs):.3f}  (orig {np.median(samp.qed):.3f})", flush=True)
 d = torch.cdist(x0, hi)
 nn = d.argmin(1)
-print("dist to nearest high:", float(d.min(1).values.mean()), "median pairwise start-start nn:", float(torch.cdist(x0,x0).fill_diagonal_(1e9).min(1).values.mean()))
+print(
+    "dist to nearest high:",
+    float(d.min(1).values.mean()),
+    "median pairwise start-start nn:",
+    float(torch.cdist(x0, x0).fill_diagonal_(1e9).min(1).values.mean()),
+)
 g = torch.Generator().manual_seed(1)
 rnd = torch.randint(len(hi), (len(x0),), generator=g)
 for name, tgt in [("nearest", hi[nn]), ("random", hi[rnd])]:
@@ -27,6 +42,9 @@ for name, tgt in [("nearest", hi[nn]), ("random", hi[rnd])]:
         x = (1 - a) * x0 + a * tgt
         sm = vae.decode(x)
         m = cloud_metrics(sm, start=start)
-        print(f"{name:8s} a={a:.2f} |dx|={float((x-x0).norm(dim=1).mean()):.2f} QEDmed {m['qed_median']:.3f} mean {m['qed_mean']:.3f} "
-              f"valid {m['validity']:.1f} uniq {m['uniqueness']:.1f} tanimoto {m['tanimoto_to_start']:.3f}", flush=True)
-print(f"wall {time.perf_counter()-t0:.0f} s cpu {time.process_time()-c0:.0f} s")
+        print(
+            f"{name:8s} a={a:.2f} |dx|={float((x - x0).norm(dim=1).mean()):.2f} QEDmed {m['qed_median']:.3f} mean {m['qed_mean']:.3f} "
+            f"valid {m['validity']:.1f} uniq {m['uniqueness']:.1f} tanimoto {m['tanimoto_to_start']:.3f}",
+            flush=True,
+        )
+print(f"wall {time.perf_counter() - t0:.0f} s cpu {time.process_time() - c0:.0f} s")

@@ -5,28 +5,52 @@ A 128-256-256-1 SiLU MLP (non-convex, so an upper bound for the convex surrogate
 squares on the first 90 % and scored on the last 10 %: Spearman and R^2 overall and per radius band.
 If even this model cannot rank decoded QED, no potential V on this latent can steer it.
 """
-import sys, time, numpy as np, torch
+
+import sys
+import time
+
+import numpy as np
+import torch
 from scipy.stats import spearmanr
-torch.set_num_threads(1); torch.manual_seed(0)
-t0 = time.perf_counter(); c0 = time.process_time()
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+t0 = time.perf_counter()
+c0 = time.process_time()
 d = np.load(sys.argv[1])
-x = torch.from_numpy(d["x"]).float(); q = torch.from_numpy(np.nan_to_num(d["q"])).float()
-k = int(0.9 * len(q)); xt, qt, xv, qv = x[:k], q[:k], x[k:], q[k:]
-net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.SiLU(), torch.nn.Linear(256, 256),
-                          torch.nn.SiLU(), torch.nn.Linear(256, 1))
+x = torch.from_numpy(d["x"]).float()
+q = torch.from_numpy(np.nan_to_num(d["q"])).float()
+k = int(0.9 * len(q))
+xt, qt, xv, qv = x[:k], q[:k], x[k:], q[k:]
+net = torch.nn.Sequential(
+    torch.nn.Linear(x.shape[1], 256),
+    torch.nn.SiLU(),
+    torch.nn.Linear(256, 256),
+    torch.nn.SiLU(),
+    torch.nn.Linear(256, 1),
+)
 opt = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
 for ep in range(60):
     perm = torch.randperm(k)
     for i in range(0, k, 256):
-        b = perm[i:i + 256]
-        loss = ((net(xt[b])[:, 0] - qt[b]) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step()
+        b = perm[i : i + 256]
+        loss = ((net(xt[b])[:, 0] - qt[b]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     if ep % 10 == 9:
-        with torch.no_grad(): pv = net(xv)[:, 0]
-        print(f"epoch {ep + 1}: held-out Spearman {spearmanr(pv.numpy(), qv.numpy()).statistic:.3f} "
-              f"R2 {float(1 - ((pv - qv) ** 2).mean() / qv.var()):.3f}", flush=True)
+        with torch.no_grad():
+            pv = net(xv)[:, 0]
+        print(
+            f"epoch {ep + 1}: held-out Spearman {spearmanr(pv.numpy(), qv.numpy()).statistic:.3f} "
+            f"R2 {float(1 - ((pv - qv) ** 2).mean() / qv.var()):.3f}",
+            flush=True,
+        )
 r = d["r"][k:]
 for lo, hi in [(0, 1), (1, 2), (2, 4), (4, 6)]:
     m = (r >= lo) & (r < hi)
     if m.sum() > 10:
-        print(f"r in [{lo},{hi}): n {m.sum()} Spearman {spearmanr(pv.numpy()[m], qv.numpy()[m]).statistic:.3f}")
+        print(
+            f"r in [{lo},{hi}): n {m.sum()} Spearman {spearmanr(pv.numpy()[m], qv.numpy()[m]).statistic:.3f}"
+        )
 print(f"wall {time.perf_counter() - t0:.0f} s cpu {time.process_time() - c0:.0f} s")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rdkit")
-from _shim import molecules_module  # noqa: E402
+from _shim import molecules_module
 
 data = molecules_module("data")
 

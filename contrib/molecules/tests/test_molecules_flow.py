@@ -12,14 +12,13 @@ import pytest
 
 pytest.importorskip("rdkit")
 pytest.importorskip("selfies")
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 
-from jkoflow.contrib.molecules import metrics as evaluate  # noqa: E402
-from jkoflow.contrib.molecules.sinkhorn import WarmSinkhorn  # noqa: E402
-from jkoflow.contrib.molecules.surrogate import (DEFAULT_PATH, QEDSurrogate, load_surrogate,  # noqa: E402
-                                                 train_surrogate)
+from jkoflow.contrib.molecules import metrics as evaluate
+from jkoflow.contrib.molecules.sinkhorn import WarmSinkhorn
+from jkoflow.contrib.molecules.surrogate import DEFAULT_PATH, QEDSurrogate, load_surrogate, train_surrogate
 
 
 # --- convex surrogate ------------------------------------------------------------------------
@@ -35,8 +34,9 @@ def _synthetic(n: int, dim: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 def trained() -> QEDSurrogate:
     x, q = _synthetic(1024, 8, 0)
     xt, qt = _synthetic(512, 8, 1)
-    model, metrics = train_surrogate(x, q, xt, qt, epochs=30, batch_size=64, lr=1e-2, net={"widths": [16] * 4},
-                                     progress=False)
+    model, metrics = train_surrogate(
+        x, q, xt, qt, epochs=30, batch_size=64, lr=1e-2, net={"widths": [16] * 4}, progress=False
+    )
     model.metrics = metrics  # type: ignore[attr-defined]
     return model
 
@@ -100,7 +100,9 @@ def test_committed_smiles_pair_matches_and_reconstructs() -> None:
     test = data.load_sample("test")[:100]
     decoded = vae.decode(vae.encode(test))
     assert evaluate.validity(decoded) >= 0.75
-    exact = np.mean([canonicalize(d) is not None and canonicalize(d) == canonicalize(t) for d, t in zip(decoded, test)])
+    exact = np.mean(
+        [canonicalize(d) is not None and canonicalize(d) == canonicalize(t) for d, t in zip(decoded, test)]
+    )
     assert exact >= 0.55
 
 
@@ -247,13 +249,15 @@ def test_quick_preset_runs_from_spec() -> None:
 def test_perturbed_embeddings_are_labelled_by_their_decoding() -> None:
     """Off-manifold points lie within ``radius`` of a training embedding, are seeded, and carry
     the QED of their own greedy decoding (0 for an invalid one)."""
-    from jkoflow.contrib.molecules import data, tokens, vae as vae_mod
+    from jkoflow.contrib.molecules import data, tokens
+    from jkoflow.contrib.molecules import vae as vae_mod
     from jkoflow.contrib.molecules.surrogate import perturbed_embeddings
 
     train = data.load_sample("train")[:64]
     torch.manual_seed(0)
-    vae = vae_mod.MoleculeVAE.create(tokens.MolTokenizer.build("selfies", train), embed_dim=16, enc_hidden=32,
-                                     dec_hidden=48, max_len=40)
+    vae = vae_mod.MoleculeVAE.create(
+        tokens.MolTokenizer.build("selfies", train), embed_dim=16, enc_hidden=32, dec_hidden=48, max_len=40
+    )
     z = vae.encode(train[:10])
     x, q = perturbed_embeddings(vae, z, 12, radius=2.0, seed=3)
     assert x.shape == (12, z.shape[1]) and q.shape == (12,)

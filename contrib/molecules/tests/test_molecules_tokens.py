@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rdkit")
 pytest.importorskip("selfies")
-from _shim import molecules_module  # noqa: E402
+from _shim import molecules_module
 
 data = molecules_module("data")
 tokens = molecules_module("tokens")
@@ -18,7 +18,22 @@ def test_smiles_regex_covers_strings() -> None:
     for s in SMILES:
         assert "".join(tokens.tokenize_smiles(s)) == s
     assert tokens.tokenize_smiles("ClC[C@@H](Br)c1ccccc1%10") == [
-        "Cl", "C", "[C@@H]", "(", "Br", ")", "c", "1", "c", "c", "c", "c", "c", "1", "%10"]
+        "Cl",
+        "C",
+        "[C@@H]",
+        "(",
+        "Br",
+        ")",
+        "c",
+        "1",
+        "c",
+        "c",
+        "c",
+        "c",
+        "c",
+        "1",
+        "%10",
+    ]
 
 
 def test_smiles_tokenizer_round_trip() -> None:

@@ -8,9 +8,8 @@ import pytest
 
 pytest.importorskip("rdkit")
 pytest.importorskip("selfies")
-import torch  # noqa: E402
-
-from _shim import molecules_module  # noqa: E402
+import torch
+from _shim import molecules_module
 
 torch.set_num_threads(1)
 data = molecules_module("data")
@@ -72,10 +71,20 @@ def _records(path, kind):
 
 @pytest.mark.filterwarnings("ignore:latent collapse")
 def test_training_smoke_decreases_loss(tmp_path) -> None:
-    rec = train_mod.train_vae(tmp_path, repr="selfies", minutes=1.0, max_steps=20,
-                              batch_size=32, lr=3e-3, log_every=5, n_prior=8,
-                              progress=False, model_kwargs=SMALL,
-                              train_smiles=TRAIN, eval_smiles=TEST)
+    rec = train_mod.train_vae(
+        tmp_path,
+        repr="selfies",
+        minutes=1.0,
+        max_steps=20,
+        batch_size=32,
+        lr=3e-3,
+        log_every=5,
+        n_prior=8,
+        progress=False,
+        model_kwargs=SMALL,
+        train_smiles=TRAIN,
+        eval_smiles=TEST,
+    )
     train = _records(tmp_path / "metrics.jsonl", "train")
     assert [r["step"] for r in train] == [5, 10, 15, 20]
     assert train[-1]["loss"] < train[0]["loss"]
@@ -88,8 +97,17 @@ def test_training_smoke_decreases_loss(tmp_path) -> None:
 
 @pytest.mark.filterwarnings("ignore:latent collapse")
 def test_resume_continues_step_count(tmp_path) -> None:
-    kw = dict(repr="selfies", minutes=1.0, batch_size=32, log_every=2, n_prior=4,
-              progress=False, model_kwargs=SMALL, train_smiles=TRAIN, eval_smiles=TEST[:4])
+    kw = dict(
+        repr="selfies",
+        minutes=1.0,
+        batch_size=32,
+        log_every=2,
+        n_prior=4,
+        progress=False,
+        model_kwargs=SMALL,
+        train_smiles=TRAIN,
+        eval_smiles=TEST[:4],
+    )
     train_mod.train_vae(tmp_path, max_steps=4, **kw)
     first = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert first["state"]["step"] == 4

@@ -12,9 +12,8 @@ The inner objective of a JKO step is ``mean_i V(grad u(x_i))`` (no densities nee
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from jkoflow.functional import Functional, StepContext
+from torch import Tensor
 
 
 class DoubleWell:

@@ -11,16 +11,17 @@ subgradient 0 there instead of ``sqrt``'s infinite derivative, so gradients stay
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from jkoflow.divergence import Divergence
+from torch import Tensor
 
 
 def _distances(x: Tensor, y: Tensor) -> Tensor:
     """``|x_i - y_j|`` with a zero (sub)gradient where ``x_i = y_j``."""
     sq = (x[:, None, :] - y[None, :, :]).pow(2).sum(-1)
     positive = sq > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), torch.zeros_like(sq))
+    return torch.where(
+        positive, torch.sqrt(torch.where(positive, sq, torch.ones_like(sq))), torch.zeros_like(sq)
+    )
 
 
 def _weights(w: Tensor | None, n: int, like: Tensor) -> Tensor:
@@ -38,7 +39,9 @@ class EnergyDistance(Divergence):
 
     def __call__(self, x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-            raise ValueError(f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)")
+            raise ValueError(
+                f"clouds of shapes {tuple(x.shape)} and {tuple(y.shape)}: expected (n, d) and (m, d)"
+            )
         a = _weights(a, x.shape[0], x)
         b = _weights(b, y.shape[0], x)
         cross = a @ _distances(x, y) @ b

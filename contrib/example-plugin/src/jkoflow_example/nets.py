@@ -16,9 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as nnf
-from torch import Tensor, nn
-
 from jkoflow.potential import PotentialNet
+from torch import Tensor, nn
 
 
 class QuadSoftplus(PotentialNet):
@@ -30,7 +29,12 @@ class QuadSoftplus(PotentialNet):
             raise ValueError(f"dim={dim}, ridges={ridges}: expected positive integers")
         if not 0 < alpha < 1:
             raise ValueError(f"alpha={alpha}: expected 0 < alpha < 1")
-        self.dim, self.ridges, self.strong_convexity, self.init_scale = dim, ridges, float(alpha), float(init_scale)
+        self.dim, self.ridges, self.strong_convexity, self.init_scale = (
+            dim,
+            ridges,
+            float(alpha),
+            float(init_scale),
+        )
         self.factor = nn.Parameter(torch.empty(dim, dim))
         self.shift = nn.Parameter(torch.empty(dim))
         self.ridge_in = nn.Linear(dim, ridges)
