@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .files import atomic_path
 from .logdet import LogDetEstimator
 from .potential import PotentialNet
 
@@ -125,20 +126,23 @@ class Flow:
         return (out, xs) if return_points else out
 
     def map(self, step: int) -> Callable[[Tensor], Tensor]:
-        """The map ``grad u_step`` (1-based) as a function."""
+        """The map ``grad u_step`` (1-based, ``1 <= step <= len(potentials)``) as a function."""
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= len(self.potentials):
+            raise ValueError(
+                f"step={step!r}: expected an integer in 1..{len(self.potentials)} (the map of JKO step k)"
+            )
         u = self.potentials[step - 1]
         return lambda x: u.transport(x, create_graph=False)
 
     def save(self, path: str | Path, potential_spec: dict[str, object] | None = None) -> None:
         """Write the trained maps (state dicts, no pickled code) and the tau to ``path``."""
-        torch.save(
-            {
-                "tau": self.tau,
-                "potential_spec": potential_spec or {},
-                "state_dicts": [u.state_dict() for u in self.potentials],
-            },
-            Path(path),
-        )
+        blob = {
+            "tau": self.tau,
+            "potential_spec": potential_spec or {},
+            "state_dicts": [u.state_dict() for u in self.potentials],
+        }
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
 
     @classmethod
     def load_maps(cls, path: str | Path, build: Callable[[], PotentialNet]) -> Flow:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import atomic_path, atomic_write_text
 from .flow import Flow
 from .problem import Problem
 
@@ -58,9 +59,7 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
 
 def write_metrics(records: list[dict[str, Any]], out: Path) -> None:
     """Write ``metrics.json`` atomically (a crash never leaves a half-written file)."""
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(records, indent=1))
-    tmp.replace(out / "metrics.json")
+    atomic_write_text(out / "metrics.json", json.dumps(records, indent=1))
 
 
 def write_particles(flow: Flow, out: Path) -> None:
@@ -68,7 +67,8 @@ def write_particles(flow: Flow, out: Path) -> None:
     arrays: dict[str, np.ndarray] = {"x": flow.trajectory(), "t": flow.times}
     if flow.log_densities and all(ld is not None for ld in flow.log_densities):
         arrays["log_density"] = np.stack([ld.cpu().numpy() for ld in flow.log_densities])  # type: ignore[union-attr]
-    np.savez_compressed(out / "particles.npz", **arrays)
+    with atomic_path(out / "particles.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def plot_summary(
@@ -125,5 +125,6 @@ def plot_summary(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
