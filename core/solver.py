@@ -64,13 +64,27 @@ class FlowDivergedError(RuntimeError):
 
 
 def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name}={value!r}: expected a positive number")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"{attribute.name}={value!r}: expected a positive number, finite")
 
 
 def _non_negative_int(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if not (isinstance(value, int) and value >= 0):
+    if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
         raise ValueError(f"{attribute.name}={value!r}: expected a non-negative integer")
+
+
+def _int(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{attribute.name}={value!r}: expected an integer")  # noqa: TRY004 (spec maps ValueError)
+
+
+def _bool(instance: object, attribute: attrs.Attribute, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name}={value!r}: expected true or false")  # noqa: TRY004 (spec maps ValueError)
 
 
 def _optimizer_name(instance: object, attribute: attrs.Attribute, value: str) -> None:
@@ -114,24 +128,24 @@ class JKOSolver:
     inner_iters: int = attrs.field(default=200, validator=_non_negative_int)
     lr: float = attrs.field(default=1e-2, validator=_positive)
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
-    warm_start: bool = True
-    seed: int = 0
-    max_lr_drops: int = 4
+    warm_start: bool = attrs.field(default=True, validator=_bool)
+    seed: int = attrs.field(default=0, validator=_int)
+    max_lr_drops: int = attrs.field(default=4, validator=_non_negative_int)
     batch_size: int | None = attrs.field(default=None)
     fresh_samples: int | None = attrs.field(default=None)
     lr_schedule: str = attrs.field(default="constant")
-    progress: bool = False
+    progress: bool = attrs.field(default=False, validator=_bool)
 
     @batch_size.validator
     def _check_batch_size(self, attribute: attrs.Attribute, value: int | None) -> None:
-        if value is not None and not (isinstance(value, int) and value >= 2):
+        if value is not None and (isinstance(value, bool) or not (isinstance(value, int) and value >= 2)):
             raise ValueError(f"batch_size={value!r}: expected an integer >= 2 or None (all particles)")
 
     @fresh_samples.validator
     def _check_fresh_samples(self, attribute: attrs.Attribute, value: int | None) -> None:
         if value is None or value == 0:
             return
-        if not (isinstance(value, int) and value >= 2):
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= 2):
             raise ValueError(
                 f"fresh_samples={value!r}: expected an integer >= 2, or 0 / None (train on the carried particles)"
             )
@@ -139,6 +153,11 @@ class JKOSolver:
             raise ValueError(
                 f"fresh_samples={value!r} and batch_size={self.batch_size!r}: expected at most one of them "
                 "(fresh samples replace minibatches of the carried particles)"
+            )
+        if self.inner_iters == 0:
+            raise ValueError(
+                f"fresh_samples={value!r} with inner_iters=0: expected inner_iters >= 1 "
+                "(fresh samples are drawn per inner iteration)"
             )
 
     @lr_schedule.validator
