@@ -92,6 +92,30 @@ def _optimizer_name(instance: object, attribute: attrs.Attribute, value: str) ->
         raise ValueError(f"optimizer={value!r}: expected one of {sorted(OPTIMIZERS)}")
 
 
+def _check_start(x0: object, log_density0: object, make_potential: object) -> None:
+    """Refuse a start cloud that would run silently wrong: not an ``(n, d)`` floating tensor,
+    non-finite entries, or log-densities that are not one finite value per particle."""
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim != 2:
+        what = f"shape {tuple(x0.shape)}, dtype {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0 ({what}): expected a floating tensor of shape (n, d)")
+    bad = int((~torch.isfinite(x0)).any(dim=1).sum())
+    if bad:
+        raise ValueError(f"x0: {bad} of {x0.shape[0]} particles have non-finite coordinates")
+    if log_density0 is not None:
+        if not isinstance(log_density0, Tensor) or tuple(log_density0.shape) != (x0.shape[0],):
+            shape = (
+                tuple(log_density0.shape) if isinstance(log_density0, Tensor) else type(log_density0).__name__
+            )
+            raise ValueError(
+                f"log_density0 {shape}: expected a tensor of shape ({x0.shape[0]},), one per particle"
+            )
+        bad = int((~torch.isfinite(log_density0)).sum())
+        if bad:
+            raise ValueError(f"log_density0: {bad} of {x0.shape[0]} values are non-finite")
+    if not callable(make_potential):
+        raise TypeError(f"make_potential={make_potential!r}: expected a callable returning a PotentialNet")
+
+
 @attrs.define
 class JKOSolver:
     """Settings of the outer (JKO) and inner (ICNN fitting) loops.
@@ -191,8 +215,7 @@ class JKOSolver:
         ``sample0(n, generator) -> (z, log rho_0(z))`` draws from ``rho_0``; required by
         ``fresh_samples``.
         """
-        if x0.ndim != 2:
-            raise ValueError(f"x0 has shape {tuple(x0.shape)}: expected (n, d)")
+        _check_start(x0, log_density0, make_potential)
         if self.fresh_samples and sample0 is None:
             raise ValueError(
                 f"fresh_samples={self.fresh_samples}: pass sample0(n, generator) drawing from rho_0"
