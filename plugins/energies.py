@@ -64,10 +64,28 @@ class Quadratic:
     def __init__(self, center: float | list[float] = 0.0, matrix: float | list[Any] = 1.0) -> None:
         self.center = _vector(center)
         self.matrix = _vector(matrix)
-        if self.matrix.ndim > 2:
-            raise ValueError(f"matrix has {self.matrix.ndim} dimensions: expected a scalar, vector or matrix")
+        if self.center.ndim > 1:
+            raise ValueError(f"center={center!r}: expected a number or a vector")
+        if self.matrix.ndim > 2 or (self.matrix.ndim == 2 and self.matrix.shape[0] != self.matrix.shape[1]):
+            raise ValueError(
+                f"matrix of shape {tuple(self.matrix.shape)}: expected a scalar, a diagonal or a square matrix"
+            )
+        for name, value in (("center", self.center), ("matrix", self.matrix)):
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name}={value.tolist()!r}: expected finite entries")
+
+    def _check_dim(self, d: int) -> None:
+        """``center`` and ``matrix`` must be scalars or of the particles' dimension ``d``
+        (a length-3 center on 1-D particles would otherwise broadcast to a wrong ``V``)."""
+        for name, value in (("center", self.center), ("matrix", self.matrix)):
+            if value.ndim >= 1 and value.shape[-1] not in (1, d):
+                raise ValueError(
+                    f"{name} of shape {tuple(value.shape)} for particles of dimension {d}: "
+                    f"expected a scalar or size {d}"
+                )
 
     def __call__(self, x: Tensor) -> Tensor:
+        self._check_dim(x.shape[-1])
         z = x - self.center.to(x)
         a = self.matrix.to(x)
         if a.ndim < 2:

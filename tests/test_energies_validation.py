@@ -1,0 +1,40 @@
+"""The quadratic potential refuses parameters that would broadcast to a wrong V."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from jkoflow.plugins.energies import Quadratic
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"center": [[1.0]]}, "expected a number or a vector"),
+        ({"matrix": [[1.0, 2.0]]}, r"matrix of shape \(1, 2\)"),
+        ({"center": math.nan}, "center=nan: expected finite"),
+        ({"matrix": [1.0, math.inf]}, "matrix=.*expected finite"),
+    ],
+)
+def test_bad_parameters_are_refused_at_construction(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Quadratic(**params)  # type: ignore[arg-type]
+
+
+def test_center_of_another_dimension_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"center of shape \(3,\) for particles of dimension 1"):
+        Quadratic(center=[1.0, 2.0, 3.0])(torch.zeros(4, 1))
+
+
+def test_value_against_the_formula() -> None:
+    x = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    a = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+    c = torch.tensor([1.0, 0.0])
+    z = x - c
+    expected = 0.5 * torch.einsum("ni,ij,nj->n", z, a, z)
+    torch.testing.assert_close(Quadratic(center=c.tolist(), matrix=a.tolist())(x), expected)
+    torch.testing.assert_close(
+        Quadratic(center=1.0, matrix=[2.0, 3.0])(x), 0.5 * (torch.tensor([2.0, 3.0]) * (x - 1) ** 2).sum(-1)
+    )
