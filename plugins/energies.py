@@ -287,7 +287,10 @@ class InteractionEnergy(Functional):
 
     def start(self, x0: Tensor, log_density0: Tensor | None = None) -> None:
         """With ``check_convexity``: property-check ``W`` on the box of differences of
-        ``rho_0``'s particles and warn (:class:`ConvexityWarning`) if it is not convex."""
+        ``rho_0``'s particles and warn (:class:`ConvexityWarning`) if it is not convex.
+        Refuses fewer than 2 particles before any work (the pair mean would be empty)."""
+        if x0.shape[0] < 2:
+            raise ValueError(f"an interaction energy needs at least 2 particles, got n = {x0.shape[0]}")
         self.convexity(x0)
 
     def _energy(self, y: Tensor) -> Tensor:

@@ -38,3 +38,10 @@ def test_value_against_the_formula() -> None:
     torch.testing.assert_close(
         Quadratic(center=1.0, matrix=[2.0, 3.0])(x), 0.5 * (torch.tensor([2.0, 3.0]) * (x - 1) ** 2).sum(-1)
     )
+
+
+def test_interaction_refuses_a_single_particle_at_the_start() -> None:
+    from jkoflow.plugins.energies import InteractionEnergy
+
+    with pytest.raises(ValueError, match="at least 2 particles, got n = 1"):
+        InteractionEnergy(W="quadratic").start(torch.zeros(1, 1))
