@@ -45,3 +45,23 @@ def test_interaction_refuses_a_single_particle_at_the_start() -> None:
 
     with pytest.raises(ValueError, match="at least 2 particles, got n = 1"):
         InteractionEnergy(W="quadratic").start(torch.zeros(1, 1))
+
+
+@pytest.mark.parametrize("n", [2, 7, 300])
+@pytest.mark.parametrize("block", [1 << 22, 50])
+def test_even_kernel_pairs_once_match_all_ordered_pairs(n: int, block: int, monkeypatch) -> None:
+    """sum_{i<j} W equals 1/2 sum_{i != j} W (value and gradient), also when rows are blocked."""
+    from jkoflow.plugins.energies import InteractionEnergy
+
+    energy = InteractionEnergy(W="aggregation")
+    monkeypatch.setattr(InteractionEnergy, "PAIR_BLOCK", block)
+    y = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(n), requires_grad=True)
+    fast = energy._energy(y)
+    (g_fast,) = torch.autograd.grad(fast, y)
+    diff = y[:, None, :] - y[None, :, :]
+    r2 = diff.pow(2).sum(-1) + torch.eye(n, dtype=y.dtype)  # r2 = 1 on i == j: W = 1/2 there
+    w = (0.5 * r2 - 0.5 * torch.log(r2)) * (1 - torch.eye(n, dtype=y.dtype))
+    full = 0.5 * w.sum() / (n * (n - 1))
+    (g_full,) = torch.autograd.grad(full, y)
+    torch.testing.assert_close(fast, full, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g_fast, g_full, rtol=1e-10, atol=1e-14)
