@@ -98,10 +98,12 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def dump(spec: Mapping[str, Any], path: str | Path) -> None:
-    """Write a (resolved) spec as TOML."""
+    """Write a (resolved) spec as TOML, atomically (see :mod:`jkoflow.files`)."""
     import tomli_w
 
-    Path(path).write_text(tomli_w.dumps(_toml_ready(spec)))
+    from .files import atomic_write_text
+
+    atomic_write_text(path, tomli_w.dumps(_toml_ready(spec)))
 
 
 def _toml_ready(value: Any) -> Any:
