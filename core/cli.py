@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import torch
 
+from .flow import Flow
 from .registry import default_registry
 
 DEFAULT_PROBLEM = "heat"
@@ -23,7 +26,6 @@ DEFAULT_PROBLEM = "heat"
 
 def _run(args: argparse.Namespace) -> int:
     from . import spec as specmod
-    from .flow import Flow
     from .report import plot_summary, step_record, write_metrics, write_particles
     from .solver import FlowDivergedError
 
@@ -57,19 +59,28 @@ def _run(args: argparse.Namespace) -> int:
     t0 = run.problem.t0 if run.problem is not None else 0.0
     records: list[dict[str, object]] = []
 
+    latest: list[Flow] = []
+
     def on_step(flow: Flow) -> None:
         records.append(step_record(flow, flow.steps, run.problem_metrics(flow), t0))
         write_metrics(records, out)
+        latest[:] = [flow]
 
     status = 0
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         flow = run.execute(progress=not args.no_progress, callback=on_step)
     except FlowDivergedError as exc:
         print(f"jkoflow run: {exc}; writing the {exc.flow.steps} completed steps to {out}", file=sys.stderr)
         flow, status = exc.flow, 1
     except KeyboardInterrupt:
-        print(f"jkoflow run: interrupted; results so far are in {out}", file=sys.stderr)
-        return 130
+        if not latest:
+            print(f"jkoflow run: interrupted before step 0; only spec.toml is in {out}", file=sys.stderr)
+            return 130
+        flow, status = _completed(latest[0], len(records) - 1), 130
+        print(f"jkoflow run: interrupted; writing the {flow.steps} completed steps to {out}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     write_particles(flow, out)
     flow.save(out / "maps.pt", potential_spec=run.spec["potential"])
     plot_summary(flow, records, run.problem, out / "summary.png", title=name)
@@ -83,6 +94,22 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{flow.steps} steps, {mean_seconds:.3g} s/step; last step: {extras}")
     print(f"wrote {out}/ (spec.toml, metrics.json, particles.npz, maps.pt, summary.png)")
     return status
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the completed steps are written, then exit 130."""
+    raise KeyboardInterrupt
+
+
+def _completed(flow: Flow, steps: int) -> Flow:
+    """The first ``steps`` JKO steps of ``flow`` (an interrupt may land while a step is appended)."""
+    return attrs.evolve(
+        flow,
+        potentials=flow.potentials[:steps],
+        particles=flow.particles[: steps + 1],
+        log_densities=flow.log_densities[: steps + 1],
+        records=flow.records[:steps],
+    )
 
 
 def _plugins(args: argparse.Namespace) -> int:
