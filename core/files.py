@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text"]
 
 
 @contextlib.contextmanager
@@ -39,16 +39,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
-def _write(target: str | Path, mode: str, data: str | bytes, encoding: str | None) -> None:
-    with atomic_path(target) as tmp, open(tmp, mode, encoding=encoding) as fh:
-        fh.write(data)
-
-
 def atomic_write_text(target: str | Path, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``target`` atomically."""
-    _write(target, "w", text, encoding)
-
-
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    _write(target, "wb", data, None)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding=encoding)
