@@ -123,10 +123,7 @@ def _plugins(args: argparse.Namespace) -> int:
             for name, provider in entries.items():
                 print(f"  {name:<28} ({provider})")
     for failure in registry.failures:
-        print(
-            f"failed to load plugin {failure.entry_point} from {failure.provider}: {failure.error}",
-            file=sys.stderr,
-        )
+        print(failure.describe(), file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -92,11 +93,55 @@ class Entry:
 
 @attrs.define(frozen=True)
 class PluginFailure:
-    """A plugin that could not be loaded or could not register."""
+    """A plugin that could not be loaded or could not register.
+
+    ``missing_module`` and ``extra`` are set when the import failed on a module that the
+    providing distribution requires only under an optional extra (``pip install 'pkg[extra]'``):
+    an expected absence on an install without that extra, not a broken plugin.
+    """
 
     provider: str
     entry_point: str
     error: str
+    missing_module: str | None = None
+    extra: str | None = None
+
+    @property
+    def optional(self) -> bool:
+        """Whether the plugin only lacks an optional extra's dependency."""
+        return self.extra is not None
+
+    def describe(self) -> str:
+        """One line for users: which plugin, from which package, and why."""
+        if self.extra is not None:
+            return (
+                f"plugin {self.entry_point} from {self.provider!r} is not loaded: it needs {self.missing_module!r} "
+                f"from the optional extra {self.extra!r} (pip install '{self.provider}[{self.extra}]')"
+            )
+        return f"plugin {self.entry_point} from {self.provider!r} failed to load: {self.error}"
+
+
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)[^;]*;.*\bextra\s*==\s*['\"]([^'\"]+)['\"]")
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _missing_extra(ep: Any, exc: BaseException) -> tuple[str, str] | None:
+    """``(module, extra)`` when ``exc`` is an ImportError naming a module that the entry
+    point's distribution requires only under an optional extra (its ``Requires-Dist`` lines
+    with an ``extra == ...`` marker); else ``None``."""
+    module = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    dist = getattr(ep, "dist", None)
+    if not module or dist is None:
+        return None
+    top = _normalize(module.split(".")[0])
+    for line in dist.requires or []:
+        match = _REQUIREMENT.match(line)
+        if match and _normalize(match.group(1)) == top:
+            return module.split(".")[0], match.group(2)
+    return None
 
 
 class Registry:
@@ -139,7 +184,8 @@ class Registry:
         """Import and register every plugin advertised in the entry-point group.
 
         jkoflow's own plugins come first; an import failure is recorded in
-        :attr:`failures` and warned about, naming the package.
+        :attr:`failures` and warned about, naming the package, except a module missing because
+        an optional extra of the package is not installed (recorded with ``extra`` set).
         """
         eps = sorted(
             entry_points(group=group),
@@ -150,14 +196,21 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import error of a third party
-                failure = PluginFailure(provider, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
-                self.failures.append(failure)
-                warnings.warn(
-                    f"jkoflow plugin {ep.name!r} from package {provider!r} failed to load "
-                    f"({failure.error}); its entries are unavailable",
-                    RuntimeWarning,
-                    stacklevel=2,
+                missing = _missing_extra(ep, exc)
+                failure = PluginFailure(
+                    provider,
+                    f"{ep.name} = {ep.value}",
+                    f"{type(exc).__name__}: {exc}",
+                    *(missing or (None, None)),
                 )
+                self.failures.append(failure)
+                if not failure.optional:  # a missing optional extra is expected: recorded, not warned
+                    warnings.warn(
+                        f"jkoflow plugin {ep.name!r} from package {provider!r} failed to load "
+                        f"({failure.error}); its entries are unavailable",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                 continue
             if self._manager.is_registered(plugin):
                 continue

@@ -49,8 +49,9 @@ def _missing(names: tuple[str, ...]) -> list[str]:
 
 _MISSING = _missing(("rdkit", "selfies"))
 if _MISSING:
-    raise ImportError(
-        f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: pip install 'jkoflow[molecules]'"
+    raise ModuleNotFoundError(  # name=: the registry sees an optional extra's module is missing
+        f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: pip install 'jkoflow[molecules]'",
+        name=_MISSING[0],
     )
 
 from .pools import default_vae, embed, pool

@@ -21,7 +21,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import numpy as np
@@ -36,55 +36,21 @@ from jkoflow.potential import PotentialNet
 from jkoflow.spec import INJECTED
 from torch import Tensor
 
+from .convexity import (
+    DEFAULT_SWEEP,
+    Bounds,
+    ConvexFn,
+    Counterexample,
+    Region,
+    box_of,
+    resolve_region,
+    sweep_convexity,
+)
 from .strategies import clouds, random_convex_potential
-
-ConvexFn = Callable[[Tensor], Tensor]
-"""A function ``f: (n, d) -> (n,)`` applied row by row (a ``PotentialNet``, a potential ``V``)."""
-
-Bounds = float | tuple[Sequence[float] | Tensor, Sequence[float] | Tensor]
-"""A box: ``s`` for ``[-s, s]^d``, or ``(low, high)`` corner vectors."""
 
 
 class ConformanceError(AssertionError):
     """A plugin violates the jkoflow plugin contract; the message says which part and how."""
-
-
-@attrs.define(frozen=True)
-class Counterexample:
-    """Where convexity fails.
-
-    ``kind == "jensen"``: ``f(z) > t f(x) + (1 - t) f(y) - alpha/2 t (1-t) |x-y|^2`` at
-    ``z = t x + (1 - t) y`` (``lhs = f(z)``, ``rhs`` the right side).
-    ``kind == "hessian"``: the smallest eigenvalue of ``H_f(z)`` is ``lhs < rhs = alpha``.
-    ``kind == "value"``: ``f(z) = lhs`` is NaN or ``-inf``.
-    """
-
-    kind: str
-    x: list[float]
-    y: list[float]
-    t: float
-    z: list[float]
-    lhs: float
-    rhs: float
-    alpha: float
-
-    def describe(self, name: str = "f") -> str:
-        fmt = lambda v: "[" + ", ".join(f"{c:.6g}" for c in v) + "]"
-        if self.kind == "value":
-            return f"{name}({fmt(self.z)}) = {self.lhs} (NaN or -inf: not a convex function's value)"
-        if self.kind == "jensen":
-            strong = f" - {self.alpha:g}/2 t(1-t)|x-y|^2" if self.alpha else ""
-            return (
-                f"Jensen's inequality fails on the segment x={fmt(self.x)}, y={fmt(self.y)} at t={self.t:.6g} "
-                f"(z = t x + (1-t) y = {fmt(self.z)}): {name}(z) = {self.lhs:.9g} > "
-                f"t {name}(x) + (1-t) {name}(y){strong} = {self.rhs:.9g}"
-            )
-        where = (
-            ""
-            if self.x == self.y
-            else f" (found on the segment x={fmt(self.x)}, y={fmt(self.y)}, t={self.t:.6g})"
-        )
-        return f"the Hessian of {name} at z={fmt(self.z)} has smallest eigenvalue {self.lhs:.6g} < {self.rhs:g}{where}"
 
 
 class ConvexityError(ConformanceError):
@@ -141,7 +107,13 @@ def _run_property(
         for _ in range(max_examples):
             probe(**fallback(rng))
         return
-    hypothesis_seed(seed)(_settings(max_examples)(given(**strategies)(probe)))()
+    try:
+        hypothesis_seed(seed)(_settings(max_examples)(given(**strategies)(probe)))()
+    except ConformanceError as exc:
+        # hypothesis attaches its "Falsifying example" notes; the message already holds the example
+        if hasattr(exc, "__notes__"):
+            del exc.__notes__
+        raise exc.with_traceback(None) from None
 
 
 @contextmanager
@@ -153,10 +125,12 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 def _name(obj: Any) -> str:
-    return getattr(obj, "__name__", None) or repr(obj)
+    """A short name: a function's ``__name__``, else the class name (never a module's repr)."""
+    name = getattr(obj, "__name__", None)
+    return name if isinstance(name, str) else type(obj).__name__
 
 
-def _fail(what: str, message: str) -> None:
+def _fail(what: str, message: str) -> NoReturn:
     raise ConformanceError(f"{what}: {message}")
 
 
@@ -170,20 +144,6 @@ def _as_float64(f: ConvexFn) -> ConvexFn:
     if isinstance(f, torch.nn.Module):
         return copy.deepcopy(f).double()
     return f
-
-
-def _box(bounds: Bounds, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(bounds, (int, float)):
-        if not bounds > 0:
-            raise ValueError(f"bounds={bounds}: expected a positive half-width")
-        return np.full(dim, -float(bounds)), np.full(dim, float(bounds))
-    low, high = (
-        np.asarray(torch.as_tensor(b, dtype=torch.float64).detach().cpu(), dtype=float).reshape(-1)
-        for b in bounds
-    )
-    if low.shape != (dim,) or high.shape != (dim,) or not np.all(low < high):
-        raise ValueError(f"bounds=({low}, {high}): expected two vectors of length {dim} with low < high")
-    return low, high
 
 
 def _row_hessian(f: ConvexFn, z: Tensor) -> Tensor | None:
@@ -231,7 +191,7 @@ def find_convexity_counterexample(
     point satisfies Jensen trivially (extended-valued convex functions); ``+inf`` strictly
     inside a segment with finite ends, ``-inf`` or NaN anywhere, count as violations.
     """
-    low, high = _box(bounds, dim)
+    low, high = box_of(bounds, dim)
     f64 = _as_float64(f)
     coords = st.tuples(
         *(st.floats(lo, hi, allow_nan=False, allow_subnormal=False) for lo, hi in zip(low, high))
@@ -306,34 +266,109 @@ def find_convexity_counterexample(
     return None
 
 
+def _region_of(region: Region, bounds: Bounds | None) -> Region:
+    """``bounds`` (the older name of a box region) or ``region``; not both."""
+    if bounds is not None and region is not None:
+        raise ValueError("give region= or bounds= (a box), not both")
+    return bounds if bounds is not None else region
+
+
+def _hessian_fn(f: ConvexFn) -> Callable[[Tensor], Tensor | None]:
+    return lambda z: _row_hessian(f, z)
+
+
+def find_violation(
+    f: ConvexFn,
+    dim: int,
+    alpha: float = 0.0,
+    *,
+    region: Region = None,
+    max_examples: int = 100,
+    sweep: int = DEFAULT_SWEEP,
+    seed: int = 0,
+    hessian: bool = True,
+    rtol: float = 1e-8,
+    atol: float = 1e-10,
+) -> tuple[Counterexample | None, str]:
+    """Both searches for a violation of ``alpha``-strong convexity on ``region`` (a
+    :data:`~jkoflow.testing.convexity.Region`): hypothesis' shrinking search over segments of
+    the region's box, then the dense deterministic sweep
+    (:func:`jkoflow.testing.convexity.sweep_convexity`) on ``sweep`` quasi-random points and
+    the region's own points. Returns the counterexample (or ``None``) and a sentence stating
+    the region and the budget, for messages."""
+    resolved = resolve_region(region, dim, seed=seed)
+    f64 = _as_float64(f)
+    budget = (
+        f"checked on {resolved.description}: {max_examples} hypothesis segments"
+        f"{f' and a sweep of {sweep} quasi-random points' if sweep else ''}"
+        f"{' (Hessian eigenvalues and midpoint inequalities)' if hessian else ' (midpoint inequalities)'}"
+    )
+    found = find_convexity_counterexample(
+        f64,
+        dim,
+        alpha,
+        bounds=(torch.as_tensor(resolved.low), torch.as_tensor(resolved.high)),
+        max_examples=max_examples,
+        seed=seed,
+        hessian=hessian,
+        rtol=rtol,
+        atol=atol,
+    )
+    if found is None and (sweep or resolved.points is not None):
+        try:
+            found = sweep_convexity(
+                f64,
+                dim,
+                alpha,
+                resolved,
+                budget=sweep,
+                seed=seed,
+                hessian=_hessian_fn(f64) if hessian else None,
+                rtol=rtol,
+                atol=atol,
+            )
+        except ValueError as exc:
+            raise ConformanceError(f"{_name(f)} {exc}") from None
+        if found is not None:
+            budget += "; found by the sweep"
+    return found, budget
+
+
 def assert_strongly_convex(
     potential: ConvexFn,
     alpha: float,
     dim: int | None = None,
     *,
-    bounds: Bounds = 3.0,
+    region: Region = None,
+    bounds: Bounds | None = None,
     max_examples: int = 100,
+    sweep: int = DEFAULT_SWEEP,
     seed: int = 0,
     hessian: bool = True,
     rtol: float = 1e-8,
     atol: float = 1e-10,
 ) -> None:
-    """Assert ``potential`` is ``alpha``-strongly convex on the box ``bounds``.
+    """Assert ``potential`` is ``alpha``-strongly convex where it will be used.
 
     ``potential`` maps ``(n, d)`` to ``(n,)`` row by row (a :class:`PotentialNet`, a potential
-    ``V`` or a kernel ``W``); ``dim`` defaults to ``potential.dim``. Raises
-    :class:`ConvexityError` with a shrunk :class:`Counterexample`; see
-    :func:`find_convexity_counterexample` for the search and the tolerances.
+    ``V`` or a kernel ``W``); ``dim`` defaults to ``potential.dim``. ``region`` says where
+    (:data:`~jkoflow.testing.convexity.Region`: default the box ``[-5, 5]^d``, or a box, the
+    author's points, or a sampler the potential is run on); ``bounds`` is the older name of a
+    box region. Two searches (:func:`find_violation`): hypothesis draws ``max_examples``
+    segments and shrinks a failure (:func:`find_convexity_counterexample`), then ``sweep``
+    quasi-random points are tested deterministically. Raises :class:`ConvexityError` with the
+    :class:`Counterexample`, the region and the budget in its message.
     """
     dim = dim if dim is not None else getattr(potential, "dim", None)
     if dim is None:
         raise ValueError(f"{_name(potential)} has no attribute 'dim': pass dim=")
-    found = find_convexity_counterexample(
+    found, budget = find_violation(
         potential,
         dim,
         alpha,
-        bounds=bounds,
+        region=_region_of(region, bounds),
         max_examples=max_examples,
+        sweep=sweep,
         seed=seed,
         hessian=hessian,
         rtol=rtol,
@@ -341,28 +376,33 @@ def assert_strongly_convex(
     )
     if found is not None:
         what = "convex" if not alpha else f"{alpha:g}-strongly convex"
-        raise ConvexityError(f"{_name(potential)} is not {what}: {found.describe('f')}", found)
+        raise ConvexityError(f"{_name(potential)} is not {what}: {found.describe('f')} ({budget})", found)
 
 
 def assert_convex(
     potential: ConvexFn,
     dim: int | None = None,
     *,
-    bounds: Bounds = 3.0,
+    region: Region = None,
+    bounds: Bounds | None = None,
     max_examples: int = 100,
+    sweep: int = DEFAULT_SWEEP,
     seed: int = 0,
     hessian: bool = True,
     rtol: float = 1e-8,
     atol: float = 1e-10,
 ) -> None:
-    """Assert ``potential`` is convex on the box ``bounds`` (Jensen along drawn segments, PSD
-    Hessians); raises :class:`ConvexityError` with a shrunk counterexample."""
+    """Assert ``potential`` is convex on ``region`` (see :func:`assert_strongly_convex`: Jensen
+    along drawn segments, PSD Hessians, a dense sweep); raises :class:`ConvexityError` with a
+    counterexample."""
     assert_strongly_convex(
         potential,
         0.0,
         dim,
+        region=region,
         bounds=bounds,
         max_examples=max_examples,
+        sweep=sweep,
         seed=seed,
         hessian=hessian,
         rtol=rtol,
@@ -392,7 +432,9 @@ def assert_valid_potential_net(
     n: int = 8,
     seed: int = 0,
     max_examples: int = 30,
-    bounds: float = 2.0,
+    region: Region = None,
+    bounds: Bounds | None = None,
+    sweep: int = DEFAULT_SWEEP,
     adversarial_steps: int = 3,
 ) -> None:
     """Check a :class:`PotentialNet` against the contract.
@@ -404,10 +446,14 @@ def assert_valid_potential_net(
       ``create_graph=True`` it is differentiable in ``theta``, with ``False`` detached;
     * ``hessian``: ``(n, d, d)``, symmetric, matches central differences of ``transport``;
       ``hvp(x, v) = H_u(x) v`` and ``hvp_operator(x)(V) = H_u(x) V``;
-    * ``u`` is ``strong_convexity``-strongly convex (:func:`assert_strongly_convex`);
+    * ``u`` is ``strong_convexity``-strongly convex where it will be used
+      (:func:`assert_strongly_convex` on ``region``: default the box ``[-5, 5]^d``, which holds
+      the tails of standard clouds; pass the points or the sampler the net is run on, or a box;
+      ``bounds`` is the older name of a box): ``max_examples`` hypothesis segments and a sweep of
+      ``sweep`` quasi-random points (Hessian eigenvalues and midpoint inequalities);
     * ``project()`` leaves a valid net unchanged and, after ``adversarial_steps`` Adam steps
-      (lr 1) that *maximize* non-convexity (minimize the Jensen gap), restores
-      ``strong_convexity``-strong convexity.
+      (lr 1) that *maximize* non-convexity (minimize the Jensen gap on the region's box),
+      restores ``strong_convexity``-strong convexity there.
 
     ``net`` may be a zero-argument factory.
     """
@@ -504,9 +550,13 @@ def assert_valid_potential_net(
         if not ok:
             _fail(what, f"hvp_operator(x)(V) differs from hessian(x) @ V by {err:.3g}")
 
-    # convexity, as built
+    # convexity, as built, where the net is used
+    region = _region_of(region, bounds)
+    resolved = resolve_region(region, d, seed=seed)
     try:
-        assert_strongly_convex(net64, alpha, d, bounds=bounds, max_examples=max_examples, seed=seed)
+        assert_strongly_convex(
+            net64, alpha, d, region=region, max_examples=max_examples, sweep=sweep, seed=seed
+        )
     except ConvexityError as exc:
         raise ConvexityError(f"{what}: {exc}", exc.counterexample) from None
 
@@ -521,14 +571,17 @@ def assert_valid_potential_net(
     adv = copy.deepcopy(net64)
     optimizer = torch.optim.Adam(adv.parameters(), lr=1.0)
     for _ in range(adversarial_steps):
-        a = bounds * (2 * torch.rand(64, d, generator=gen, dtype=torch.float64) - 1)
-        b = bounds * (2 * torch.rand(64, d, generator=gen, dtype=torch.float64) - 1)
+        low, high = torch.as_tensor(resolved.low), torch.as_tensor(resolved.high)
+        a = low + (high - low) * torch.rand(64, d, generator=gen, dtype=torch.float64)
+        b = low + (high - low) * torch.rand(64, d, generator=gen, dtype=torch.float64)
         optimizer.zero_grad()
         _jensen_gap(adv, a, b).backward()
         optimizer.step()
     adv.project()
     try:
-        assert_strongly_convex(adv, alpha, d, bounds=bounds, max_examples=max_examples, seed=seed + 1)
+        assert_strongly_convex(
+            adv, alpha, d, region=region, max_examples=max_examples, sweep=sweep, seed=seed + 1
+        )
     except ConvexityError as exc:
         raise ConvexityError(
             f"{what}: project() did not restore convexity after {adversarial_steps} adversarial Adam steps: {exc}",
@@ -538,20 +591,48 @@ def assert_valid_potential_net(
 
 # --- functionals ------------------------------------------------------------------------
 @attrs.define
-class _AffineStep:
-    """The JKO map ``T_theta(x) = x + theta (B x + c)`` of ``u_theta(x) = |x|^2/2 +
-    theta (x^T B x / 2 + c . x)`` (``B`` symmetric): ``H_u = I + theta B`` and
-    ``log det H_u = log det(I + theta B)`` exactly, the same at every particle."""
+class _SmoothStep:
+    """The JKO map ``T_theta(x) = x + theta grad phi(x)`` of ``u_theta(x) = |x|^2/2 + theta phi(x)``
+    with
 
-    b: Tensor
-    c: Tensor
+        phi(x) = sum_k w_k log cosh(a_k . x + b_k) + x^T B x / 2 + c . x     (B symmetric),
+
+    so ``H_u(x) = I + theta H_phi(x)``, ``H_phi(x) = sum_k w_k sech^2(a_k . x + b_k) a_k a_k^T + B``
+    differs from particle to particle (``w = 0``: the affine map ``x + theta (B x + c)``).
+    Scaled so that ``||H_phi|| <= 1``: ``u_theta`` is convex for ``|theta| < 1`` and
+    ``log det H_u(x_i) = log det(I + theta H_phi(x_i))`` is exact per particle."""
+
+    a: Tensor  # (k, d)
+    b: Tensor  # (k,)
+    w: Tensor  # (k,)
+    bmat: Tensor  # (d, d)
+    c: Tensor  # (d,)
+
+    @classmethod
+    def draw(cls, dim: int, gen: torch.Generator, *, affine: bool) -> _SmoothStep:
+        f64 = torch.float64
+        k = 0 if affine else 3
+        a = torch.randn(k, dim, generator=gen, dtype=f64)
+        w = torch.randn(k, generator=gen, dtype=f64)
+        w = 0.7 * w / max(float((w.abs() * a.pow(2).sum(1)).sum()), 1e-12)
+        g = torch.randn(dim, dim, generator=gen, dtype=f64)
+        bmat = 0.5 * (g + g.T)
+        bmat = (0.5 if affine else 0.3) * bmat / max(float(torch.linalg.matrix_norm(bmat, ord=2)), 1e-12)
+        b = torch.randn(k, generator=gen, dtype=f64)
+        return cls(a, b, w, bmat, 0.5 * torch.randn(dim, generator=gen, dtype=f64))
+
+    def _arg(self, x: Tensor) -> Tensor:
+        return x @ self.a.T + self.b  # (n, k)
 
     def push(self, x: Tensor, theta: Tensor) -> Tensor:
-        return x + theta * (x @ self.b + self.c)
+        grad_phi = torch.tanh(self._arg(x)) @ (self.w[:, None] * self.a) + x @ self.bmat + self.c
+        return x + theta * grad_phi
 
-    def logdet(self, theta: Tensor) -> Tensor:
-        eye = torch.eye(self.b.shape[0], dtype=self.b.dtype)
-        return torch.linalg.slogdet(eye + theta * self.b)[1]
+    def logdet(self, x: Tensor, theta: Tensor) -> Tensor:
+        sech2 = torch.cosh(self._arg(x)).pow(-2)  # (n, k)
+        h_phi = torch.einsum("nk,k,ki,kj->nij", sech2, self.w, self.a, self.a) + self.bmat
+        eye = torch.eye(x.shape[1], dtype=x.dtype)
+        return torch.linalg.slogdet(eye + theta * h_phi)[1]
 
 
 def _gaussian_cloud(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -579,10 +660,12 @@ def assert_valid_functional(
     """Check a :class:`Functional`: its inner objective's ``theta``-gradient must equal the
     derivative of ``F`` along the transport.
 
-    Particles ``x_i ~ N(m, s^2 I)`` carry their exact log-density ``l_i``. For ``directions``
-    random symmetric ``B`` (``|B| <= 1/2``) and vectors ``c``, the map
-    ``T_theta(x) = x + theta (B x + c)`` is the gradient of the convex
-    ``u_theta = |x|^2/2 + theta (x^T B x/2 + c.x)``, with exact ``log det H_u = log det(I + theta B)``.
+    Particles ``x_i ~ N(m, s^2 I)`` carry their exact log-density ``l_i``. Along ``directions``
+    random transports ``T_theta = grad u_theta``, ``u_theta(x) = |x|^2/2 + theta phi(x)``: the first
+    affine (``phi = x^T B x/2 + c.x``, ``H_u = I + theta B`` the same at every particle), the others
+    non-affine (``phi`` adds ``sum_k w_k log cosh(a_k.x + b_k)``, so ``H_u(x_i)`` differs from particle
+    to particle and a functional that mixes the particles' log-determinants fails), each with the
+    exact per-particle ``log det H_u(x_i) = log det(I + theta H_phi(x_i))`` (``||H_phi|| <= 1``).
     At each ``theta`` in ``thetas``,
 
         d/dtheta inner_objective(StepContext(x, T_theta(x), tau, logdet, log_density))
@@ -663,21 +746,18 @@ def assert_valid_functional(
             "value(x, log_density) returned None with both given: cannot check inner_objective against F",
         )
     for k in range(directions):
-        g = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
-        b = 0.5 * (g + g.T)
-        b = 0.5 * b / max(float(torch.linalg.matrix_norm(b, ord=2)), 1e-12)
-        step = _AffineStep(b, 0.5 * torch.randn(dim, generator=gen, dtype=torch.float64))
+        step = _SmoothStep.draw(dim, gen, affine=k == 0)
 
-        def f_value(th: float) -> float:
+        def f_value(th: float, step: _SmoothStep = step) -> float:
             t = torch.tensor(th, dtype=torch.float64)
-            out = functional.value(step.push(x, t), log_rho - step.logdet(t))
+            out = functional.value(step.push(x, t), log_rho - step.logdet(x, t))
             assert out is not None
             return float(out)
 
         for th in thetas:
             theta = torch.tensor(float(th), dtype=torch.float64, requires_grad=True)
             y = step.push(x, theta)
-            logdet = step.logdet(theta).expand(n)
+            logdet = step.logdet(x, theta)
             obj = objective(context(x, y, logdet, log_rho))
             (grad,) = torch.autograd.grad(obj, theta, allow_unused=True)
             auto = 0.0 if grad is None else float(grad)
@@ -688,7 +768,8 @@ def assert_valid_functional(
                 _fail(
                     what,
                     f"d/dtheta inner_objective = {auto:.9g} but d/dtheta F((grad u_theta)#rho) = {fd:.9g} "
-                    f"(central difference of value(), eps={eps:g}) for the map T(x) = x + theta (B x + c), "
+                    f"(central difference of value(), eps={eps:g}) for the map T(x) = x + theta grad phi(x) "
+                    f"with {'phi quadratic (H_u the same at every particle)' if k == 0 else 'phi non-quadratic (H_u differs between particles)'}, "
                     f"direction {k}, theta={th:g}, d={dim}, n={n}: the surrogate's gradient is not F's",
                 )
 
@@ -813,6 +894,32 @@ def assert_valid_logdet_estimator(
 
 
 # --- divergences ------------------------------------------------------------------------
+def _cloud_repr(x: Tensor, name: str = "x") -> str:
+    """A short description of a cloud for messages: its shape and at most 4 points."""
+    pts = ", ".join("[" + ", ".join(f"{c:.4g}" for c in row) + "]" for row in x[:4].tolist())
+    more = f", ... ({x.shape[0] - 4} more)" if x.shape[0] > 4 else ""
+    return f"{name} of shape {tuple(x.shape)} {x.dtype}: [{pts}{more}]"
+
+
+def realistic_clouds(
+    dim: int, seed: int = 0, sizes: tuple[int, int] = (200, 300)
+) -> list[tuple[str, Tensor, Tensor]]:
+    """Pairs ``(label, x, y)`` of float64 clouds of realistic size (``n, m = sizes``) on which
+    divergences are checked: two Gaussians of scale ~1 (``x ~ N(0, I)``,
+    ``y ~ N(0.5, 1.3^2 I)``), and a wide pair (``x`` two clusters ``N(+-2 e_1, 0.3^2 I)``,
+    ``y`` uniform on ``[-4, 4]^d``)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, m = sizes
+    f64 = torch.float64
+    x1 = torch.randn(n, dim, generator=gen, dtype=f64)
+    y1 = 0.5 + 1.3 * torch.randn(m, dim, generator=gen, dtype=f64)
+    sign = torch.where(torch.rand(n, generator=gen, dtype=f64) < 0.5, -1.0, 1.0)
+    x2 = 0.3 * torch.randn(n, dim, generator=gen, dtype=f64)
+    x2[:, 0] += 2.0 * sign
+    y2 = 8.0 * torch.rand(m, dim, generator=gen, dtype=f64) - 4.0
+    return [("two Gaussians", x1, y1), ("two clusters vs a uniform box", x2, y2)]
+
+
 def assert_valid_divergence(
     divergence: Divergence | Callable[[], Divergence],
     *,
@@ -823,21 +930,32 @@ def assert_valid_divergence(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     check_weights: bool = True,
+    cloud_sizes: tuple[int, int] | None = (200, 300),
 ) -> None:
-    """Check a :class:`Divergence` on hypothesis-drawn clouds (``n, m <= max_size``, scales
-    0.1-10, near-degenerate ones included):
+    """Check a :class:`Divergence` as a function of two measures ``alpha, beta``.
 
-    * ``D(x, y)`` is a finite 0-dim tensor of the inputs' dtype (float32 and float64);
-    * non-negative and ``D(x, x) = 0`` up to ``atol * max(1, R^2)`` (``R`` the largest
-      coordinate, so the tolerance follows the scale of squared-distance divergences);
+    Tolerance: ``tol = atol * max(1, R^2)`` (``R`` the largest coordinate, so it follows the
+    scale of squared-distance divergences) plus ``rtol * |D|`` where two values are compared.
+
+    On hypothesis-drawn clouds (``n, m <= max_size``, scales 0.1-10, near-degenerate ones
+    included), in float64:
+
+    * ``D(x, y)`` is a finite 0-dim tensor of the inputs' dtype, ``>= -tol``;
+      ``|D(x, x)| <= tol``;
+    * permutation invariance, always: ``D`` of the clouds in reverse order equals ``D(x, y)``;
     * ``D(x, y) = D(y, x)`` when ``symmetric`` is declared;
-    * finite on single points, on clouds with duplicated points, and on identical clouds,
-      with a finite gradient in ``x``;
-    * weights: explicit uniform weights change nothing, and a point listed twice weighs as one
-      point of double weight (``D`` depends on the measures only). A divergence that takes
-      uniform weights only declares ``supports_weights = False`` and skips this part.
+    * duplication invariance, always: ``D([x; x], y) = D(x, y)`` (the same measure);
+    * weights (unless ``supports_weights = False``): explicit uniform weights change nothing,
+      and a point listed twice weighs as one point of double weight.
 
-    Deterministic edge cases run first (they fail fast); then hypothesis draws clouds.
+    On clouds of realistic size (:func:`realistic_clouds`, ``cloud_sizes = (n, m)``; ``None``
+    skips this part), in float32 (the solver's default dtype) and float64: finite and
+    ``>= -tol``; ``|D(x, x)| <= tol``; invariance under random permutations of both clouds;
+    symmetry where declared; ``D([x; x], y) = D(x, y)`` and ``|D(x, [x; x])| <= tol``; and
+    separation, ``D(x, x + e_1) > 10 tol`` (a divergence that is 0 everywhere is no divergence).
+
+    Edge cases run first (they fail fast): single points, identical and duplicated clouds,
+    float32, each with a finite gradient in ``x``.
     """
     if not isinstance(divergence, Divergence) and callable(divergence):
         divergence = divergence()
@@ -865,40 +983,66 @@ def assert_valid_divergence(
         if val.dtype != x.dtype:
             _fail(what, f"returned dtype {val.dtype} for {x.dtype} inputs")
         if not torch.isfinite(val):
-            _fail(
-                what,
-                f"D = {val.item()} (not finite) for clouds of shapes {tuple(x.shape)}, {tuple(y.shape)}:\nx={x.tolist()}\ny={y.tolist()}",
-            )
+            _fail(what, f"D = {val.item()} (not finite) for {_cloud_repr(x.detach())}, {_cloud_repr(y, 'y')}")
         if grad:
             (g,) = torch.autograd.grad(val, x, allow_unused=True)
             if g is not None and not torch.isfinite(g).all():
-                _fail(what, f"gradient in x is not finite for x={x.tolist()}, y={y.tolist()}")
+                _fail(
+                    what, f"gradient in x is not finite for {_cloud_repr(x.detach())}, {_cloud_repr(y, 'y')}"
+                )
         return val.detach()
 
     def tol(*clouds_: Tensor) -> float:
         r = max(float(c.abs().max()) for c in clouds_)
         return atol * max(1.0, r * r)
 
+    def same(d1: Tensor, d2: Tensor, eps: float) -> bool:
+        return abs(float(d1) - float(d2)) <= eps + rtol * max(abs(float(d1)), abs(float(d2)))
+
     weighted = check_weights and getattr(divergence, "supports_weights", True)
     cloud = clouds(dim, min_size=1, max_size=max_size, scales=(0.1, 10.0))
+
+    def measures_only(
+        x: Tensor, y: Tensor, dxy: Tensor, eps: float, x_p: Tensor, y_p: Tensor, where: str
+    ) -> None:
+        """Permutation, symmetry and duplication: ``D`` must depend on the measures only."""
+        both = f"{_cloud_repr(x)}, {_cloud_repr(y, 'y')}{where}"
+        d_perm = call(x_p, y_p)
+        if not same(d_perm, dxy, eps):
+            _fail(
+                what,
+                f"reordering the points changes D: D(x, y) = {float(dxy):.9g} but {float(d_perm):.9g} with the "
+                f"points of x and y permuted; D must depend on the measures only ({both})",
+            )
+        if divergence.symmetric:
+            dyx = call(y, x)
+            if not same(dyx, dxy, eps):
+                _fail(
+                    what,
+                    f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g} ({both})",
+                )
+        d_dup = call(torch.cat([x, x]), y)
+        if not same(d_dup, dxy, eps):
+            _fail(
+                what,
+                f"D([x; x], y) = {float(d_dup):.9g} but D(x, y) = {float(dxy):.9g}: x listed twice is the same "
+                f"measure; D must depend on the measures only ({both})",
+            )
 
     def probe(x: Tensor, y: Tensor) -> None:
         dxy = call(x, y, grad=True)
         eps = tol(x, y)
         if float(dxy) < -eps:
             _fail(
-                what, f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g})\nx={x.tolist()}\ny={y.tolist()}"
+                what,
+                f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g}) for {_cloud_repr(x)}, {_cloud_repr(y, 'y')}",
             )
         dxx = call(x, x, grad=True)
         if abs(float(dxx)) > tol(x):
-            _fail(what, f"D(x, x) = {float(dxx):.6g}, expected 0 (tolerance {tol(x):.2g})\nx={x.tolist()}")
-        if divergence.symmetric:
-            dyx = call(y, x)
-            if abs(float(dxy - dyx)) > eps + rtol * abs(float(dxy)):
-                _fail(
-                    what,
-                    f"declared symmetric but D(x, y) = {float(dxy):.9g} != D(y, x) = {float(dyx):.9g}\nx={x.tolist()}\ny={y.tolist()}",
-                )
+            _fail(
+                what, f"D(x, x) = {float(dxx):.6g}, expected 0 (tolerance {tol(x):.2g}) for {_cloud_repr(x)}"
+            )
+        measures_only(x, y, dxy, eps, x.flip(0), y.flip(0), "")
         if weighted:
             weights_ok(x, y, dxy, eps)
 
@@ -907,17 +1051,58 @@ def assert_valid_divergence(
         a = torch.full((n,), 1.0 / n, dtype=x.dtype)
         b = torch.full((m,), 1.0 / m, dtype=x.dtype)
         d_ab = call(x, y, a, b)
-        if abs(float(d_ab - dxy)) > eps + rtol * abs(float(dxy)):
+        if not same(d_ab, dxy, eps):
             _fail(what, f"explicit uniform weights give {float(d_ab):.9g}, default weights {float(dxy):.9g}")
         x_dup = torch.cat([x, x[:1]])
         a_merged = a * n / (n + 1)
         a_merged[0] *= 2
         d_dup, d_merged = call(x_dup, y), call(x, y, a_merged, b)
-        if abs(float(d_dup - d_merged)) > eps + rtol * abs(float(d_dup)):
+        if not same(d_dup, d_merged, eps):
             _fail(
                 what,
                 f"x with its first point listed twice gives {float(d_dup):.9g} but x with that point's weight "
-                f"doubled gives {float(d_merged):.9g}: D must depend on the measures only\nx={x.tolist()}\ny={y.tolist()}",
+                f"doubled gives {float(d_merged):.9g}: D must depend on the measures only "
+                f"({_cloud_repr(x)}, {_cloud_repr(y, 'y')})",
+            )
+
+    def realistic() -> None:
+        gen = torch.Generator().manual_seed(seed + 1)
+        assert cloud_sizes is not None
+        for label, x64, y64 in realistic_clouds(dim, seed, cloud_sizes):
+            for dtype in (torch.float32, torch.float64):
+                x, y = x64.to(dtype), y64.to(dtype)
+                where = f"; {label}, {dtype}"
+                eps = tol(x, y)
+                dxy = call(x, y)
+                if float(dxy) < -eps:
+                    _fail(
+                        what,
+                        f"D(x, y) = {float(dxy):.6g} < 0 (tolerance {eps:.2g}) on {_cloud_repr(x)}, {_cloud_repr(y, 'y')}{where}",
+                    )
+                for name, c in (("x", x), ("y", y)):
+                    dcc = call(c, c)
+                    if abs(float(dcc)) > tol(c):
+                        _fail(
+                            what,
+                            f"D({name}, {name}) = {float(dcc):.6g}, expected 0 (tolerance {tol(c):.2g}) on {_cloud_repr(c, name)}{where}",
+                        )
+                p = torch.randperm(x.shape[0], generator=gen)
+                q = torch.randperm(y.shape[0], generator=gen)
+                measures_only(x, y, dxy, eps, x[p], y[q], where)
+                d_self = call(x, torch.cat([x, x]))
+                if abs(float(d_self)) > tol(x):
+                    _fail(
+                        what,
+                        f"D(x, [x; x]) = {float(d_self):.6g}, expected 0 (the same measure; tolerance {tol(x):.2g}) on {_cloud_repr(x)}{where}",
+                    )
+        label, x, _ = realistic_clouds(dim, seed, cloud_sizes)[0]
+        shifted = x + torch.eye(dim, dtype=x.dtype)[0]
+        d_sep = call(x, shifted)
+        if not float(d_sep) > 10 * tol(x, shifted):
+            _fail(
+                what,
+                f"D(x, x + e_1) = {float(d_sep):.6g}: expected > {10 * tol(x, shifted):.2g} for a unit shift "
+                f"(D must separate different measures) on {_cloud_repr(x)}; {label}",
             )
 
     # the edge cases first (cheap, and where divergences break): single points, identical
@@ -941,6 +1126,8 @@ def assert_valid_divergence(
         }
 
     _run_property(probe, {"x": cloud, "y": cloud}, fallback, max_examples, seed)
+    if cloud_sizes is not None:
+        realistic()
 
 
 # --- the remaining registry kinds -------------------------------------------------------
@@ -1073,4 +1260,6 @@ __all__ = [
     "assert_valid_sampler",
     "factory_parameters",
     "find_convexity_counterexample",
+    "find_violation",
+    "realistic_clouds",
 ]

@@ -75,23 +75,30 @@ def pytest_collection_modifyitems(
 
     registry = default_registry()
     suite = ConformanceSuite.from_parent(session, name="jkoflow-conformance", nodeid="jkoflow-conformance")
+    added: list[pytest.Item | pytest.Collector] = []
     for failure in registry.failures:
-        items.append(_FailedPlugin.from_parent(suite, name=f"load::{failure.provider}", failure=failure))
+        name = f"load::{failure.provider}::{failure.entry_point.split(' = ')[0]}"
+        added.append(_FailedPlugin.from_parent(suite, name=name, failure=failure))
     for case in conformance.cases(registry):
-        items.append(ConformanceItem.from_parent(suite, name=case.id, case=case))
+        added.append(ConformanceItem.from_parent(suite, name=case.id, case=case))
+    items.extend(item for item in added if isinstance(item, pytest.Item))
+    # report them as collected, so "collected N items / M deselected / K selected" adds up
+    config.hook.pytest_collectreport(report=pytest.CollectReport(suite.nodeid, "passed", None, added))
 
 
 class _FailedPlugin(pytest.Item):
-    """A plugin that failed to load fails the conformance run (naming the package)."""
+    """A plugin that failed to load fails the conformance run (naming the package); one that
+    only lacks an optional extra's dependency (:attr:`PluginFailure.optional`) is skipped with
+    the reason and the install command."""
 
     def __init__(self, *, failure: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.failure = failure
 
     def runtest(self) -> None:
-        raise AssertionError(
-            f"plugin {self.failure.entry_point} from {self.failure.provider!r} failed to load: {self.failure.error}"
-        )
+        if self.failure.optional:  # only an optional extra is missing: nothing to check, not broken
+            pytest.skip(self.failure.describe())
+        raise AssertionError(self.failure.describe())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
         return str(excinfo.value)
