@@ -255,6 +255,8 @@ class FokkerPlanckGaussian(Problem):
     ``None`` (in a dict spec) to fit the carried particles as the paper's code does.
     """
 
+    vanishing_at_start = frozenset({"map_error", "map_cov_rel_error"})
+
     def __init__(
         self,
         dim: int = 20,
@@ -376,6 +378,11 @@ class FokkerPlanckGaussian(Problem):
 
     def exact_F(self, t: float) -> float:
         return self.exact.F(t)
+
+    def exact_sample(self, n: int, t: float, rng: np.random.Generator) -> np.ndarray | None:
+        if not math.isfinite(t):
+            return None
+        return rng.multivariate_normal(self.exact.mean(t), self.exact.cov(t), size=n)
 
 
 @hookimpl

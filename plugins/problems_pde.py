@@ -174,6 +174,16 @@ class _SteadyStateProblem(Problem):
     def steady_radius(self) -> float:
         raise NotImplementedError
 
+    # the exact solution is known at t = inf only
+    def exact_density(self, grid: np.ndarray, t: float) -> np.ndarray | None:
+        return self.steady_density(grid) if t == math.inf else None
+
+    def exact_sample(self, n: int, t: float, rng: np.random.Generator) -> np.ndarray | None:
+        return self.steady_sample(n, rng) if t == math.inf else None
+
+    def exact_F(self, t: float) -> float | None:
+        return float(self.F_inf) if t == math.inf else None
+
     # initial law (for Algorithm 2 and the ideal-JKO reference)
     def log_density0(self, x: Tensor) -> Tensor:
         return _gaussian_log_density(x, self.mean0, self.std0)
@@ -335,6 +345,8 @@ class PotentialOnly(Problem):
     law is ``N(m_t, e^{-4At} std0^2)`` with ``m_t = mu + e^{-2At}(mean0 - mu)``.
     """
 
+    vanishing_at_start = frozenset({"map_error"})
+
     def __init__(
         self,
         dim: int = 2,
@@ -381,6 +393,12 @@ class PotentialOnly(Problem):
     def exact_F(self, t: float) -> float:
         mean, var = self.moments(t)
         return float(np.sum(self.a * (var + (mean - self.mu) ** 2)))
+
+    def exact_sample(self, n: int, t: float, rng: np.random.Generator) -> np.ndarray | None:
+        if not math.isfinite(t):
+            return None  # the steady state is the Dirac mass at mu: no density
+        mean, var = self.moments(t)
+        return mean + np.sqrt(var) * rng.standard_normal((n, self.dim))
 
     def metrics(self, t: float, x0: Tensor, x: Tensor, log_density: Tensor | None) -> dict[str, float]:
         xs, x0s = x.detach().cpu().double().numpy(), x0.detach().cpu().double().numpy()

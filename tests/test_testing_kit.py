@@ -50,7 +50,7 @@ def _case_params(kinds: tuple[str, ...]) -> list:
 
 
 # --- the built-ins pass the suites ------------------------------------------------------
-@pytest.mark.parametrize("case", _case_params(("net", "functional", "logdet", "divergence")))
+@pytest.mark.parametrize("case", _case_params(("net", "functional", "logdet", "divergence", "problem")))
 def test_builtin_plugins_pass_the_conformance_suite(case: conformance.Case) -> None:
     if case.skip:
         pytest.skip(case.skip)

@@ -10,8 +10,9 @@ in a ``jkoflow_conformance_params`` attribute on the factory, e.g.::
     my_divergence_term.jkoflow_conformance_params = [{"reference": "gaussian", "dim": 2}]
 
 A ``dim`` key sets the dimension of the check (and is passed to factories that take ``dim``).
-Entries that need parameters and list none are skipped, with the reason. Problems are not
-checked here (each has its own exact-solution tests).
+Entries that need parameters and list none are skipped, with the reason. Problems are
+checked by :func:`jkoflow.testing.problem_checks.assert_valid_problem` in the dimensions of
+``DIMS`` when their factory takes ``dim``, else once with their defaults (``d=default``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import attrs
 from jkoflow.registry import Registry, default_registry
 
-from . import checks
+from . import checks, problem_checks
 
 CONFORMANCE_ATTR = "jkoflow_conformance_params"
 """Factory attribute listing parameter sets for the conformance suite."""
@@ -37,6 +38,7 @@ DIMS: dict[str, tuple[int, ...]] = {
     "kernel": (2,),
     "internal_fn": (1,),
     "sampler": (2,),
+    "problem": (1, 2),
 }
 """Default dimensions each kind is checked in (small: the suite must stay cheap)."""
 
@@ -50,42 +52,58 @@ class Case:
     name: str
     provider: str
     params: dict[str, Any]
-    dim: int
+    dim: int | None
     run: Callable[[], None]
     skip: str | None = None
 
     @property
     def id(self) -> str:
         extra = ",".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.kind}::{self.name}[d={self.dim}{',' + extra if extra else ''}]"
+        d = "default" if self.dim is None else self.dim
+        return f"{self.kind}::{self.name}[d={d}{',' + extra if extra else ''}]"
 
 
-def _build(factory: Callable[..., Any], params: Mapping[str, Any], dim: int, registry: Registry) -> Any:
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _build(
+    factory: Callable[..., Any], params: Mapping[str, Any], dim: int | None, registry: Registry
+) -> Any:
     try:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
-    injected = {k: v for k, v in {"dim": dim, "registry": registry}.items() if k in accepted}
+    injected = {
+        k: v for k, v in {"dim": dim, "registry": registry}.items() if k in accepted and v is not None
+    }
     return factory(**params, **injected)
 
 
 def _runner(
-    kind: str, factory: Callable[..., Any], params: dict[str, Any], dim: int, registry: Registry
+    kind: str, factory: Callable[..., Any], params: dict[str, Any], dim: int | None, registry: Registry
 ) -> Callable[[], None]:
     def run() -> None:
         obj = _build(factory, params, dim, registry)
+        if kind == "problem":
+            problem_checks.assert_valid_problem(obj, registry=registry)
+            return
+        d = 2 if dim is None else dim  # only problems may run in their own default dimension
         if kind == "net":
             checks.assert_valid_potential_net(obj, n=6, max_examples=20)
         elif kind == "functional":
-            checks.assert_valid_functional(obj, dim=dim)
+            checks.assert_valid_functional(obj, dim=d)
         elif kind == "logdet":
-            checks.assert_valid_logdet_estimator(obj, dim=dim)
+            checks.assert_valid_logdet_estimator(obj, dim=d)
         elif kind == "divergence":
-            checks.assert_valid_divergence(obj, dim=dim)
+            checks.assert_valid_divergence(obj, dim=d)
         elif kind == "potential_fn":
-            checks.assert_valid_potential_fn(obj, dim=dim)
+            checks.assert_valid_potential_fn(obj, dim=d)
         elif kind == "kernel":
-            checks.assert_valid_kernel(obj, dim=dim)
+            checks.assert_valid_kernel(obj, dim=d)
         elif kind == "internal_fn":
             checks.assert_valid_internal_fn(obj)
         elif kind == "sampler":
@@ -107,7 +125,9 @@ def cases(registry: Registry | None = None, kinds: tuple[str, ...] | None = None
             declared = getattr(entry.factory, CONFORMANCE_ATTR, None)
             param_sets = [dict(p) for p in declared] if declared else [{}]
             for params in param_sets:
-                dim_list = (params.pop("dim"),) if "dim" in params else dims
+                dim_list: tuple[int | None, ...] = (params.pop("dim"),) if "dim" in params else dims
+                if kind == "problem" and "dim" not in params and not _accepts(entry.factory, "dim"):
+                    dim_list = (None,)
                 missing = [] if declared else checks.factory_parameters(entry.factory)
                 skip = (
                     f"{kind} {name!r} needs parameters {missing} and its factory lists no {CONFORMANCE_ATTR}"
@@ -115,13 +135,14 @@ def cases(registry: Registry | None = None, kinds: tuple[str, ...] | None = None
                     else None
                 )
                 for dim in dim_list:
+                    d = None if dim is None else int(dim)
                     yield Case(
                         kind,
                         name,
                         entry.provider,
                         params,
-                        int(dim),
-                        _runner(kind, entry.factory, params, int(dim), registry),
+                        d,
+                        _runner(kind, entry.factory, params, d, registry),
                         skip,
                     )
 
