@@ -20,12 +20,14 @@ and reported with its package name, without taking the others down.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import functools
 import importlib
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -79,6 +81,76 @@ class UnknownNameError(RegistryError, KeyError):
 
 class DuplicateNameError(RegistryError):
     """Two plugins registered the same kind and name."""
+
+
+class ImportNotAllowedError(RegistryError, ValueError):
+    """An import string names a module the current :class:`ImportPolicy` does not allow."""
+
+
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+@attrs.define
+class ImportPolicy:
+    """Which modules import strings (``"pkg.mod:attr"``) may load while a spec is processed.
+
+    A spec reaches code only through registered plugins unless the *user* allows more: the
+    modules in ``allowed`` (each with its submodules) are given on the command line
+    (``jkoflow run --allow-import pkg``) or in the Python call (``jkoflow.build(spec,
+    allow_imports=["pkg"])``), never by the spec itself. ``loaded`` lists the import strings
+    loaded under this policy, in order (``jkoflow run`` prints them)."""
+
+    allowed: tuple[str, ...] = ()
+    loaded: list[str] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        for name in self.allowed:
+            if not isinstance(name, str) or not _MODULE.match(name):
+                raise ValueError(
+                    f"allowed import {name!r}: expected a module name such as 'mypkg' or 'mypkg.energies'"
+                )
+
+    def permits(self, module: str) -> bool:
+        """Whether ``module`` is one of the allowed modules or inside one of them."""
+        return any(module == a or module.startswith(a + ".") for a in self.allowed)
+
+    def check(self, spec: str) -> None:
+        """Raise :class:`ImportNotAllowedError` unless the module of import string ``spec`` is allowed."""
+        module = spec.partition(":")[0]
+        if not self.permits(module):
+            top = module.split(".")[0] or module
+            allowed = f" (allowed: {', '.join(self.allowed)})" if self.allowed else ""
+            raise ImportNotAllowedError(
+                f"import string {spec!r}: a spec may only name registered plugins unless you allow its module{allowed}; "
+                f"if you trust {top!r}, run with --allow-import {top} (Python: allow_imports=[{top!r}])"
+            )
+
+
+_POLICY: contextvars.ContextVar[ImportPolicy | None] = contextvars.ContextVar(
+    "jkoflow_import_policy", default=None
+)
+
+
+@contextlib.contextmanager
+def import_policy(allowed: Iterable[str] | ImportPolicy = ()) -> Iterator[ImportPolicy]:
+    """Enforce an :class:`ImportPolicy` on every :meth:`Registry.get` inside the block (the spec
+    loader runs resolving and building inside one). An enclosing policy is kept: a nested block
+    cannot allow more than its caller did."""
+    outer = _POLICY.get()
+    policy = allowed if isinstance(allowed, ImportPolicy) else ImportPolicy(tuple(allowed))
+    if outer is not None:
+        policy = outer
+    token = _POLICY.set(policy)
+    try:
+        yield policy
+    finally:
+        _POLICY.reset(token)
+
+
+def current_import_policy() -> ImportPolicy | None:
+    """The policy in force, or ``None`` outside spec processing (plain Python code, which may
+    import what it likes)."""
+    return _POLICY.get()
 
 
 @attrs.define(frozen=True)
@@ -227,9 +299,18 @@ class Registry:
             raise UnknownNameError(kind, name, list(self._entries[kind])) from None
 
     def get(self, kind: str, name: str) -> Callable[..., Any]:
-        """The factory registered as ``kind`` ``name``, or one given as ``"pkg.mod:attr"``."""
+        """The factory registered as ``kind`` ``name``, or one given as ``"pkg.mod:attr"``.
+
+        Inside spec processing (:func:`import_policy`) an import string loads only if its module
+        is allowed; outside it (plain Python) it always loads."""
         if ":" in name and name not in self._entries.get(kind, {}):
-            return import_string(name)
+            policy = _POLICY.get()
+            if policy is not None:
+                policy.check(name)
+            obj = import_string(name)
+            if policy is not None:
+                policy.loaded.append(name)
+            return obj
         return self.entry(kind, name).factory
 
     def names(self, kind: str) -> list[str]:

@@ -43,22 +43,32 @@ from __future__ import annotations
 import collections.abc
 import copy
 import inspect
+import math
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 
+from . import budget
 from .flow import Flow
 from .functional import Functional, Need, total
 from .logdet import LogDetEstimator
 from .potential import PotentialNet
 from .problem import Problem
-from .registry import Registry, RegistryError, default_registry
+from .registry import (
+    ImportNotAllowedError,
+    Registry,
+    RegistryError,
+    current_import_policy,
+    default_registry,
+    import_policy,
+)
 from .sampler import Sampler
 from .solver import JKOSolver
 
@@ -74,6 +84,10 @@ INJECTED = ("dim", "registry")
 
 DEFAULT_POTENTIAL: dict[str, Any] = {"kind": "ficnn"}
 DEFAULT_LOGDET = "exact"
+
+
+class SpecWarning(UserWarning):
+    """A spec is valid but probably not what was meant (e.g. a negative term weight)."""
 
 
 class SpecError(ValueError):
@@ -93,8 +107,18 @@ def load(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise SpecError("", f"spec file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise SpecError("", f"spec file {str(path)!r} is a directory; expected a TOML file") from None
+    except PermissionError:
+        raise SpecError("", f"spec file {str(path)!r} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            "", f"{path} is not a text (UTF-8 TOML) file: {exc.reason} at byte {exc.start}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("", f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SpecError("", f"spec file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def dump(spec: Mapping[str, Any], path: str | Path) -> None:
@@ -147,6 +171,24 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return True  # callables, tensors, objects: checked by the factory itself
 
 
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The sub-path (``""`` for the value itself, ``"[2]"``, ``".a"``) of the first nan or inf
+    number in ``value``, or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _non_finite(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _non_finite(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    return None
+
+
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
@@ -189,6 +231,9 @@ def check_params(
                 f"unknown parameter of {what}; expected one of: {', '.join(accepted) or '(none)'}",
             )
         hint = hints.get(key, accepted[key].annotation)
+        bad = _non_finite(value)
+        if bad is not None:
+            raise SpecError(f"{path}.{key}{bad}", f"got {value!r}; expected finite numbers (no nan or inf)")
         if not _type_ok(value, hint):
             raise SpecError(
                 f"{path}.{key}", f"got {value!r} ({type(value).__name__}); expected {_describe(hint)}"
@@ -229,8 +274,43 @@ def _kind(table: Mapping[str, Any], path: str, registry: Registry, kind: str) ->
 
 
 # --- resolving ---------------------------------------------------------------------------
-def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
-    """Validate ``spec`` and return it with every default filled in."""
+CODE_SLOTS = ("kind", "V", "W", "f", "divergence")
+"""Keys whose string values jkoflow resolves to code: a registered name, or an import string
+``"pkg.mod:attr"`` when the user allowed ``pkg`` (see :class:`jkoflow.registry.ImportPolicy`)."""
+
+
+def _import_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """``(key path, import string)`` for every string containing ``":"`` in a :data:`CODE_SLOTS` key."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key in CODE_SLOTS and isinstance(item, str) and ":" in item:
+                yield sub, item
+            else:
+                yield from _import_strings(item, sub)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _import_strings(item, f"{path}[{i}]")
+
+
+def resolve(
+    spec: Mapping[str, Any], registry: Registry | None = None, *, allow_imports: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Validate ``spec`` and return it with every default filled in.
+
+    Import strings (``"pkg.mod:attr"`` in a ``kind``, ``V``, ``W``, ``f`` or ``divergence``)
+    are refused unless their module is in ``allow_imports`` (given by the user, never by the
+    spec); they are checked before any plugin code runs. Registered names need no allowance."""
+    with import_policy(allow_imports) as policy:
+        for path, name in _import_strings(spec):
+            try:
+                policy.check(name)
+            except ImportNotAllowedError as exc:
+                raise SpecError(path, str(exc)) from None
+        return _resolve(spec, registry)
+
+
+def _resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     registry = registry or default_registry()
     if not isinstance(spec, Mapping):
         raise SpecError("", f"a spec must be a table/dict, got {type(spec).__name__}")
@@ -268,10 +348,10 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
     if not (isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1):
         raise SpecError("dim", f"got {dim!r}; expected a positive integer")
     seed = source.get("seed", 0)
-    if not (isinstance(seed, int) and not isinstance(seed, bool)):
-        raise SpecError("seed", f"got {seed!r}; expected an integer")
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63):
+        raise SpecError("seed", f"got {seed!r}; expected an integer in [0, 2^63)")
     dtype = source.get("dtype", "float32")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SpecError("dtype", f"got {dtype!r}; expected one of: {', '.join(DTYPES)}")
     if "problem" not in out:
         out["dim"] = dim
@@ -337,8 +417,15 @@ def resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[s
         factory = _kind(term, path, registry, "functional")
         kind = term.pop("kind")
         weight = term.pop("weight", 1.0)
-        if not _type_ok(weight, float):
-            raise SpecError(f"{path}.weight", f"got {weight!r}; expected a number")
+        if not _type_ok(weight, float) or not math.isfinite(weight):
+            raise SpecError(f"{path}.weight", f"got {weight!r}; expected a finite number")
+        if weight < 0:
+            warnings.warn(
+                f"{path}.weight = {weight:g} < 0: the term {kind!r} is maximized, not minimized; a negative "
+                "multiple of a convex functional is concave and the JKO step may have no minimizer",
+                SpecWarning,
+                stacklevel=2,
+            )
         resolved_terms.append(
             {
                 "kind": kind,
@@ -365,7 +452,14 @@ def _make(
     extra = {k: v for k, v in {**injected, "registry": registry}.items() if k in accepted}
     try:
         return factory(**params, **extra)
-    except (TypeError, ValueError) as exc:
+    except SpecError:
+        raise
+    except (
+        TypeError,
+        ValueError,
+        RegistryError,
+        ImportError,
+    ) as exc:  # a bad setting, an unknown V kind, ...
         raise SpecError(path, str(exc)) from exc
 
 
@@ -383,6 +477,8 @@ class Run:
     problem: Problem | None
     x0: torch.Tensor
     log_density0: torch.Tensor | None
+    imports: list[str] = attrs.field(factory=list)
+    """Import strings loaded while building (allowed by the user's ``allow_imports``)."""
 
     def execute(self, progress: bool = False, callback: Callable[[Flow], None] | None = None) -> Flow:
         """Run the JKO flow; ``callback(flow)`` after step 0 and after every step."""
@@ -421,10 +517,36 @@ class Run:
         return self.problem.metrics(t, flow.particles[0], flow.particles[-1], flow.log_densities[-1])
 
 
-def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
-    """Resolve and build a :class:`Run` from a spec (a resolved spec resolves to itself)."""
+def build(
+    spec: Mapping[str, Any], registry: Registry | None = None, *, allow_imports: Iterable[str] = ()
+) -> Run:
+    """Resolve and build a :class:`Run` from a spec (a resolved spec resolves to itself).
+
+    ``allow_imports``: modules whose import strings the spec may use (see :func:`resolve`);
+    the import strings loaded are listed in :attr:`Run.imports`."""
+    with import_policy(allow_imports) as policy:
+        run = _build(spec, registry)
+        run.imports = list(policy.loaded)
+        return run
+
+
+def _probe(functional: Functional, x0: torch.Tensor, log_density0: torch.Tensor | None, path: str) -> None:
+    """Evaluate ``F`` once on (at most 8 of) the start particles, so that a setting that does not
+    fit the dimension (a V center of the wrong length, ...) is a :class:`SpecError` before any
+    step instead of a wrong result or a torch error mid-run."""
+    k = min(x0.shape[0], 8)
+    try:
+        functional.value(x0[:k], None if log_density0 is None else log_density0[:k])
+    except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise SpecError(
+            path, f"{functional!r} fails on the start particles (shape {tuple(x0[:k].shape)}): {exc}"
+        ) from exc
+
+
+def _build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     registry = registry or default_registry()
-    spec = resolve(copy.deepcopy(dict(spec)), registry)
+    policy = current_import_policy()
+    spec = resolve(copy.deepcopy(dict(spec)), registry, allow_imports=policy.allowed if policy else ())
     derived = spec.get("_derived", spec)
     dim = derived["dim"]
     dtype = DTYPES[spec["dtype"]]
@@ -432,6 +554,13 @@ def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     if "problem" in spec:
         params = {k: v for k, v in spec["problem"].items() if k != "kind"}
         problem = _make(registry.get("problem", spec["problem"]["kind"]), params, "problem", registry)
+
+    built = []
+    for i, term in enumerate(derived["terms"]):
+        params = {k: v for k, v in term.items() if k not in ("kind", "weight")}
+        built.append(_make(registry.get("functional", term["kind"]), params, f"terms[{i}]", registry))
+    functional = total([term["weight"] * f for term, f in zip(derived["terms"], built)])
+    budget.check(spec, needs_logdet=bool(functional.needs))  # before anything large is allocated
 
     sampler_params = {k: v for k, v in derived["sampler"].items() if k not in ("kind", "n")}
     sampler = _make(
@@ -441,13 +570,8 @@ def build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     x0, log_density0 = sampler.sample(derived["sampler"]["n"], generator)
     x0 = x0.to(dtype)
     log_density0 = None if log_density0 is None else log_density0.to(dtype)
-
-    terms = []
-    for i, term in enumerate(derived["terms"]):
-        params = {k: v for k, v in term.items() if k not in ("kind", "weight")}
-        functional = _make(registry.get("functional", term["kind"]), params, f"terms[{i}]", registry)
-        terms.append(term["weight"] * functional)
-    functional = total(terms)
+    for i, f in enumerate(built):
+        _probe(f, x0, log_density0, f"terms[{i}]")
 
     pot = spec["potential"]
     net_factory = registry.get("net", pot["kind"])

@@ -17,7 +17,12 @@ class Gaussian(Sampler):
         if not std > 0:
             raise ValueError(f"std={std}: expected a positive number")
         self.dim = dim
-        self.mean = torch.as_tensor(mean, dtype=torch.float64).expand(dim).clone()
+        mean_t = torch.as_tensor(mean, dtype=torch.float64)
+        if mean_t.ndim > 1 or (mean_t.ndim == 1 and mean_t.numel() not in (1, dim)):
+            raise ValueError(f"mean={mean!r}: expected a number or a list of {dim} (dim) numbers")
+        if not bool(torch.isfinite(mean_t).all()):
+            raise ValueError(f"mean={mean!r}: expected finite numbers")
+        self.mean = mean_t.expand(dim).clone()
         self.std = float(std)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
