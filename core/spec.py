@@ -336,7 +336,12 @@ def _resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> dict[
         problem = _make(
             factory, {k: v for k, v in out["problem"].items() if k != "kind"}, "problem", registry
         )
-        suggested = problem.spec()
+        try:
+            suggested = problem.spec()
+        except (ValueError, TypeError, ArithmeticError, LookupError, RuntimeError, MemoryError) as exc:
+            raise SpecError(
+                "problem", f"problem {table['kind']!r} cannot make its spec: {type(exc).__name__}: {exc}"
+            ) from exc
         source: dict[str, Any] = {**suggested, **{k: v for k, v in spec.items() if k not in ("problem",)}}
     else:
         source = dict(spec)
@@ -454,13 +459,10 @@ def _make(
         return factory(**params, **extra)
     except SpecError:
         raise
-    except (
-        TypeError,
-        ValueError,
-        RegistryError,
-        ImportError,
-    ) as exc:  # a bad setting, an unknown V kind, ...
+    except (TypeError, ValueError, RegistryError, ImportError) as exc:  # a bad setting, an unknown V kind
         raise SpecError(path, str(exc)) from exc
+    except (ArithmeticError, LookupError, RuntimeError, MemoryError) as exc:  # a plugin that did not validate
+        raise SpecError(path, f"the settings {dict(params)!r} fail: {type(exc).__name__}: {exc}") from exc
 
 
 # --- building ----------------------------------------------------------------------------

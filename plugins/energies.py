@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -338,8 +339,20 @@ class InteractionEnergy(Functional):
         return self._energy(ctx.y)
 
     def value(self, x: Tensor, log_density: Tensor | None = None) -> float | None:
+        """``F`` of the cloud; ``ValueError`` when it is infinite or NaN (e.g. duplicated
+        particles under a kernel singular at 0, such as ``-log|z|``), naming the cause."""
         self.convexity(x)
-        return float(self._energy(x))
+        energy = float(self._energy(x))
+        if not math.isfinite(energy):
+            n = x.shape[0]
+            coincident = n - int(torch.unique(x.detach(), dim=0).shape[0])
+            why = (
+                f"{coincident} of {n} particles duplicate another and W is singular at 0"
+                if coincident
+                else "W is not finite on some pair of particles"
+            )
+            raise ValueError(f"{self!r}: the interaction energy is {energy} on these {n} particles: {why}")
+        return energy
 
     def __repr__(self) -> str:
         return f"InteractionEnergy({self._label})"

@@ -277,6 +277,16 @@ class FokkerPlanckGaussian(Problem):
         if not std0 > 0 or not tau > 0:
             raise ValueError(f"std0={std0}, tau={tau}: expected positive numbers")
         self.dim, self.n, self.tau, self.steps = int(dim), int(n), float(tau), int(steps)
+        if self.dim < 1:
+            raise ValueError(f"dim={dim}: expected a positive integer")
+        from jkoflow.budget import physical_memory
+
+        memory = physical_memory()
+        if memory is not None and 4 * 8 * self.dim**2 > memory:  # A, its rotation and the ideal-JKO matrices
+            raise ValueError(
+                f"dim={dim}: the exact solution needs 4 x dim^2 x 8 B = {4 * 8 * self.dim**2 / 2**30:.3g} GiB "
+                f"(dense d x d matrices); this machine has {memory / 2**30:.3g} GiB"
+            )
         self.mu_value, self.mean0, self.std0 = float(mu), float(mean0), float(std0)
         q = random_rotation(self.dim, rotation_seed)
         self.A = (q * np.linspace(spectrum_min, spectrum_max, self.dim)) @ q.T
