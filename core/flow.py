@@ -28,7 +28,13 @@ class StepRecord:
     ``t`` is the elapsed flow time ``step * tau``; ``F`` the functional on the particles after
     the step (``None`` where not computable); ``transport`` the term
     ``mean_i |T(x_i) - x_i|^2 / (2 tau)`` at the end of the inner loop; ``inner_loss`` the inner
-    objective after every iteration; ``seconds`` the step's wall time.
+    objective after every iteration; ``seconds`` the step's wall time; ``lr_drops`` how often
+    the inner loop recovered from a numerical failure by halving the learning rate, and
+    ``failures`` the attributed message of each; ``converged`` is false when the inner loop
+    ended far from convergence (criterion in :mod:`jkoflow.solver`, "Failures and recovery");
+    ``grad_norm`` the gradient norm over all parameters at the last inner iteration (NaN
+    without one); ``iterations`` the optimizer steps taken. The fields after ``seconds`` have
+    defaults, so records built by older code stay valid.
     """
 
     step: int
@@ -38,6 +44,10 @@ class StepRecord:
     inner_loss: list[float]
     seconds: float
     lr_drops: int = 0
+    converged: bool = True
+    grad_norm: float = float("nan")
+    failures: list[str] = attrs.field(factory=list)
+    iterations: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

@@ -6,10 +6,14 @@ file               contents
 ``spec.toml``      the resolved spec: ``jkoflow run spec.toml`` repeats the run exactly
 ``metrics.json``   list of per-step records, step 0 included: ``step``, ``t`` (elapsed flow
                    time), ``t_physical`` (problem time ``t0 + t``), ``seconds``, ``F`` (null
-                   where not computable), ``transport``, ``inner_loss_final``, ``lr_drops``
-                   and the problem's exact-solution metrics (``F_exact``, ``w1``, ...)
+                   where not computable), ``transport``, ``inner_loss_final``, ``lr_drops``,
+                   ``converged``, ``grad_norm``, ``failures`` (the recovered numerical
+                   failures of the step, see :mod:`jkoflow.solver`) and the problem's
+                   exact-solution metrics (``F_exact``, ``w1``, ...). JSON has no NaN: a
+                   non-finite number is written as null and its key listed in the record's
+                   ``non_finite``
 ``particles.npz``  ``x`` (steps + 1, N, d), ``t`` (steps + 1,), ``log_density`` (steps + 1, N)
-                   when log-densities were carried
+                   when log-densities were carried; never non-finite (refused)
 ``maps.pt``        trained potentials (state dicts; ``torch.load(..., weights_only=True)``)
 ``summary.png``    density snapshots against the exact solution, F over time
 =================  ==========================================================================
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .files import atomic_path, atomic_write_text
 from .flow import Flow
@@ -30,7 +35,8 @@ from .problem import Problem
 
 
 def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: float = 0.0) -> dict[str, Any]:
-    """The ``metrics.json`` record of ``step`` (0 = the initial cloud)."""
+    """The ``metrics.json`` record of ``step`` (0 = the initial cloud); non-finite numbers are
+    null, with their keys in ``non_finite`` (see :func:`finite_record`)."""
     if step == 0:
         base: dict[str, Any] = {
             "step": 0,
@@ -40,6 +46,9 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "transport": None,
             "inner_loss_final": None,
             "lr_drops": 0,
+            "converged": True,
+            "grad_norm": None,
+            "failures": [],
         }
     else:
         rec = flow.records[step - 1]
@@ -51,19 +60,70 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "transport": rec.transport,
             "inner_loss_final": rec.inner_loss[-1] if rec.inner_loss else None,
             "lr_drops": rec.lr_drops,
+            "converged": rec.converged,
+            "grad_norm": rec.grad_norm,
+            "failures": list(rec.failures),
         }
     base["t_physical"] = t0 + base["t"]
     base.update(problem_metrics)
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in base.items()}
+    return finite_record(base)
+
+
+def _finite(value: Any, key: str, found: list[str]) -> Any:
+    """``value`` with every non-finite float (nested in lists and dicts too) replaced by
+    ``None``; the key path of each is appended to ``found``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        found.append(key)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{key}.{k}", found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{key}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def finite_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with non-finite numbers replaced by ``None`` and their keys listed in
+    ``non_finite`` (merged with any list already there); unchanged when all are finite."""
+    found: list[str] = list(record.get("non_finite") or [])
+    out = {k: _finite(v, k, found) for k, v in record.items() if k != "non_finite"}
+    if found:
+        out["non_finite"] = list(dict.fromkeys(found))
+    return out
 
 
 def write_metrics(records: list[dict[str, Any]], out: Path) -> None:
-    """Write ``metrics.json`` atomically (a crash never leaves a half-written file)."""
-    atomic_write_text(out / "metrics.json", json.dumps(records, indent=1))
+    """Write ``metrics.json`` atomically (a crash never leaves a half-written file).
+
+    JSON has no NaN or infinity: such values are written as ``null`` and listed, per record,
+    under ``"non_finite"``."""
+    text = json.dumps([finite_record(r) for r in records], indent=1, allow_nan=False)
+    atomic_write_text(out / "metrics.json", text)
 
 
 def write_particles(flow: Flow, out: Path) -> None:
-    """Write ``particles.npz``: ``x`` (T+1, N, d), ``t`` (T+1,), optional ``log_density``."""
+    """Write ``particles.npz``: ``x`` (T+1, N, d), ``t`` (T+1,), optional ``log_density``.
+
+    Raises ``ValueError`` (naming the step and the count) instead of writing non-finite
+    particles or log-densities: the solver never hands them over, this is a last guard."""
+    for step, x in enumerate(flow.particles):
+        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).sum()) if x.numel() else 0
+        if bad:
+            raise ValueError(
+                f"particles.npz: step {step} has {bad} of {x.shape[0]} non-finite particles; refusing to write them"
+            )
+    for step, ld in enumerate(flow.log_densities):
+        bad = 0 if ld is None else int((~torch.isfinite(ld)).sum())
+        if bad:
+            assert ld is not None
+            raise ValueError(
+                f"particles.npz: step {step} has {bad} of {ld.shape[0]} non-finite log-densities; "
+                "refusing to write them"
+            )
     arrays: dict[str, np.ndarray] = {"x": flow.trajectory(), "t": flow.times}
     if flow.log_densities and all(ld is not None for ld in flow.log_densities):
         arrays["log_density"] = np.stack([ld.cpu().numpy() for ld in flow.log_densities])  # type: ignore[union-attr]
