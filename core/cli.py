@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -50,6 +51,15 @@ def _run(args: argparse.Namespace, state: _State | None = None) -> int:
 
     state = state or _State(command="run")
     registry = default_registry()
+    if args.target is not None and not args.target.strip():
+        print(
+            "jkoflow run: an empty target: expected a spec file (SPEC.toml) or a problem name",
+            file=sys.stderr,
+        )
+        return 2
+    if args.out is not None and not args.out.strip():
+        print("jkoflow run: --out '': expected a directory path", file=sys.stderr)
+        return 2
     target = args.target or DEFAULT_PROBLEM
     if target.endswith(".toml") or Path(target).is_file():
         state.phase = "load"
@@ -335,6 +345,12 @@ def _main(argv: Sequence[str] | None = None, state: _State | None = None) -> int
     args, rest = parser.parse_known_args(argv)
     state.command, state.debug = args.command, bool(args.debug)
     if args.threads:
+        cores = os.cpu_count()
+        if cores is not None and args.threads > cores:
+            print(
+                f"jkoflow: --threads {args.threads} is more than the {cores} CPU cores here (oversubscribed)",
+                file=sys.stderr,
+            )
         torch.set_num_threads(args.threads)
     if args.command == "run":
         if rest:

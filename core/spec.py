@@ -533,11 +533,13 @@ def build(
 
 
 def _probe(functional: Functional, x0: torch.Tensor, log_density0: torch.Tensor | None, path: str) -> None:
-    """Evaluate ``F`` once on (at most 8 of) the start particles, so that a setting that does not
-    fit the dimension (a V center of the wrong length, ...) is a :class:`SpecError` before any
-    step instead of a wrong result or a torch error mid-run."""
+    """Call ``start`` on the start particles (as the solver will) and evaluate ``F`` on at most
+    8 of them, so that a setting that does not fit the dimension (a V center of the wrong
+    length, ...) is a :class:`SpecError` before any step instead of a wrong result or a torch
+    error mid-run."""
     k = min(x0.shape[0], 8)
     try:
+        functional.start(x0, log_density0)  # as the solver does (it calls start() again)
         functional.value(x0[:k], None if log_density0 is None else log_density0[:k])
     except (ValueError, TypeError, RuntimeError, IndexError) as exc:
         raise SpecError(

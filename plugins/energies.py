@@ -54,8 +54,13 @@ def _resolve(kind: str, spec: FnSpec, registry: Registry | None) -> Any:
     raise TypeError(f"{kind}={spec!r}: expected a name, a table with 'kind', or a callable")
 
 
-def _vector(value: float | list[float] | Tensor) -> Tensor:
-    return torch.as_tensor(value, dtype=torch.get_default_dtype())
+def _vector(value: float | list[float] | Tensor, name: str = "value") -> Tensor:
+    try:
+        return torch.as_tensor(value, dtype=torch.get_default_dtype())
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name}={value!r}: expected a number, a list of numbers or a list of equal-length lists of numbers"
+        ) from None
 
 
 # --- potentials V and kernels W ----------------------------------------------------------
@@ -64,8 +69,8 @@ class Quadratic:
     scalar, a diagonal given as a list, or a full matrix)."""
 
     def __init__(self, center: float | list[float] = 0.0, matrix: float | list[Any] = 1.0) -> None:
-        self.center = _vector(center)
-        self.matrix = _vector(matrix)
+        self.center = _vector(center, "center")
+        self.matrix = _vector(matrix, "matrix")
         if self.center.ndim > 1:
             raise ValueError(f"center={center!r}: expected a number or a vector")
         if self.matrix.ndim > 2 or (self.matrix.ndim == 2 and self.matrix.shape[0] != self.matrix.shape[1]):
