@@ -48,6 +48,10 @@ class StepRecord:
     grad_norm: float = float("nan")
     failures: list[str] = attrs.field(factory=list)
     iterations: int = 0
+    tau: float | None = None
+    """This step's own ``tau`` (``None``: the flow's); a substep has a fraction of it."""
+    substep: str = ""
+    """Non-empty for a substep (``on_failure = "substeps"``): which step it is part of."""
 
     def as_dict(self) -> dict[str, object]:
         return attrs.asdict(self)
@@ -73,7 +77,10 @@ class Flow:
 
     @property
     def times(self) -> np.ndarray:
-        """Elapsed flow times ``0, tau, ..., T tau``, shape ``(T + 1,)``."""
+        """Elapsed flow times ``0, t_1, ..., t_T``, shape ``(T + 1,)``: ``s tau`` unless steps
+        were split into substeps (then from the records)."""
+        if len(self.records) == self.steps and self.steps:
+            return np.array([0.0] + [r.t for r in self.records], dtype=float)
         return np.arange(self.steps + 1, dtype=float) * self.tau
 
     def trajectory(self) -> np.ndarray:

@@ -64,6 +64,8 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "grad_norm": rec.grad_norm,
             "failures": list(rec.failures),
         }
+        if rec.substep:  # on_failure = "substeps" split a step: this entry covers rec.tau of it
+            base["tau"], base["substep"] = rec.tau, rec.substep
     base["t_physical"] = t0 + base["t"]
     base.update(problem_metrics)
     return finite_record(base)
@@ -153,7 +155,7 @@ def plot_summary(
         from scipy.stats import gaussian_kde
 
         for s, c in zip(snaps, colors):
-            t = t0 + s * flow.tau
+            t = t0 + float(flow.times[s])
             ax_d.plot(
                 grid, gaussian_kde(traj[s, :, 0])(grid), color=c, lw=1.5, label=f"particles (KDE) t={t:.3g}"
             )
@@ -165,7 +167,12 @@ def plot_summary(
     else:
         for s, c in zip(snaps, colors):
             ax_d.scatter(
-                traj[s, :, 0], traj[s, :, 1], s=4, color=c, alpha=0.6, label=f"t={t0 + s * flow.tau:.3g}"
+                traj[s, :, 0],
+                traj[s, :, 1],
+                s=4,
+                color=c,
+                alpha=0.6,
+                label=f"t={t0 + float(flow.times[s]):.3g}",
             )
         ax_d.set_xlabel("x_1")
         ax_d.set_ylabel("x_2")

@@ -111,12 +111,17 @@ class FlowDivergedError(RuntimeError):
         self.flow = flow
 
 
+class SubstepWarning(UserWarning):
+    """A JKO step failed and is retried as two substeps of half its ``tau``
+    (``on_failure = "substeps"``)."""
+
+
 class ConvergenceWarning(UserWarning):
     """An inner loop ended far from convergence (see "Failures and recovery" in the module
     docstring for the criterion); the step is kept, with ``StepRecord.converged = False``."""
 
 
-ON_FAILURE = ("halve_lr", "stop")
+ON_FAILURE = ("halve_lr", "substeps", "stop")
 """Recovery policies of :attr:`JKOSolver.on_failure`."""
 
 CONVERGENCE_RTOL = 1e-2
@@ -360,8 +365,13 @@ class JKOSolver:
     on_failure: what a non-finite loss, a failed ``log det H_u`` or non-finite parameters
         do inside the inner loop: ``"halve_lr"`` (default) restores the last finite
         parameters, halves the learning rate and goes on, at most ``max_lr_drops`` times per
-        step; ``"stop"`` raises :class:`FlowDivergedError` at the first one. Either way the
-        error names the cause (see "Failures and recovery" in the module docstring).
+        step; ``"substeps"`` does the same and, when the halvings do not suffice, retries the
+        step as 2 substeps of ``tau / 2`` (recursively, down to ``tau / max_substeps``), each
+        recorded as its own entry of the flow (``StepRecord.tau``, ``StepRecord.substep``);
+        ``"stop"`` raises :class:`FlowDivergedError` at the first one. Either way the error
+        names the cause (see "Failures and recovery" in the module docstring).
+    max_substeps: the finest split of one step under ``on_failure = "substeps"`` (a power
+        of 2 is reached by halvings: 4 allows 2 and 4 substeps).
     """
 
     tau: float = attrs.field(validator=_positive)
@@ -377,6 +387,7 @@ class JKOSolver:
     lr_schedule: str = attrs.field(default="constant")
     progress: bool = attrs.field(default=False, validator=_bool)
     on_failure: str = attrs.field(default="halve_lr", validator=_on_failure)
+    max_substeps: int = attrs.field(default=4, validator=_non_negative_int)
 
     @batch_size.validator
     def _check_batch_size(self, attribute: attrs.Attribute, value: int | None) -> None:
@@ -465,56 +476,136 @@ class JKOSolver:
             bar = tqdm(total=self.steps, desc="JKO steps", unit="step")
         try:
             for step in range(1, self.steps + 1):
-                start = time.perf_counter()
                 if step > 1:
                     potential = copy.deepcopy(potential) if self.warm_start else make_potential()
-                fit = self._fit(potential, functional, x, lrho, logdet, flow, sample0)
-                with torch.no_grad():
-                    if track:
-                        assert logdet is not None and lrho is not None
-                        lrho = self._push_log_density(potential, logdet, x, lrho, step, flow)
-                    x_next = potential.transport(x, create_graph=False)
-                bad = _bad_rows(x_next)
-                if bad:
-                    raise FlowDivergedError(
-                        f"step {step}: {bad} of {x.shape[0]} pushed particles are not finite "
-                        f"(T = grad u of net {type(potential).__name__} at the end of the inner loop)",
-                        flow,
-                    )
-                x = x_next
-                record = StepRecord(
-                    step=step,
-                    t=step * self.tau,
-                    F=functional.value(x, lrho),
-                    transport=fit.transport,
-                    inner_loss=fit.losses,
-                    seconds=time.perf_counter() - start,
-                    lr_drops=fit.drops,
-                    converged=fit.converged,
-                    grad_norm=fit.grad_norm,
-                    failures=fit.failures,
-                    iterations=len(fit.losses),
+                x, lrho, potential = self._advance(
+                    potential,
+                    make_potential,
+                    functional,
+                    x,
+                    lrho,
+                    logdet,
+                    flow,
+                    sample0,
+                    callback,
+                    step,
+                    self.tau,
+                    1,
                 )
-                if not fit.converged:
-                    warnings.warn(
-                        f"step {step}: the inner loop ended far from convergence: {fit.convergence}; "
-                        f"try more inner_iters (now {self.inner_iters}) or a different lr (now {self.lr:g})",
-                        ConvergenceWarning,
-                        stacklevel=2,
-                    )
-                flow.potentials.append(potential)
-                flow.particles.append(x)
-                flow.log_densities.append(lrho)
-                flow.records.append(record)
-                if callback:
-                    callback(flow)
                 if bar is not None:
-                    bar.set_postfix(F=record.F, loss=fit.losses[-1] if fit.losses else None)
+                    record = flow.records[-1]
+                    bar.set_postfix(F=record.F, loss=record.inner_loss[-1] if record.inner_loss else None)
                     bar.update()
         finally:
             if bar is not None:
                 bar.close()
         return flow
+
+    def _advance(
+        self,
+        potential: PotentialNet,
+        make_potential: Callable[[], PotentialNet],
+        functional: Functional,
+        x: Tensor,
+        lrho: Tensor | None,
+        logdet: LogDetEstimator | None,
+        flow: Flow,
+        sample0: Sample0 | None,
+        callback: Callable[[Flow], None] | None,
+        step: int,
+        tau: float,
+        parts: int,
+    ) -> tuple[Tensor, Tensor | None, PotentialNet]:
+        """Advance the flow by ``tau`` (JKO step ``step``, or one of its ``parts`` substeps).
+
+        With ``on_failure = "substeps"`` a (sub)step whose recovery by learning-rate halvings
+        failed is retried as two substeps of ``tau / 2``, down to ``tau / max_substeps``; each
+        substep is its own entry of the flow (map, particles, record with its ``tau`` and
+        ``substep``). Returns the new particles, log-densities and the last potential."""
+        start = copy.deepcopy(potential) if self.on_failure == "substeps" else potential
+        try:
+            return self._step(
+                potential, functional, x, lrho, logdet, flow, sample0, callback, step, tau, parts
+            )
+        except FlowDivergedError as exc:
+            if self.on_failure != "substeps" or 2 * parts > self.max_substeps:
+                if self.on_failure == "substeps":
+                    raise FlowDivergedError(
+                        f"{exc} (after splitting step {step} into {parts} substeps of tau = {tau:.3g})", flow
+                    ) from exc
+                raise
+            warnings.warn(
+                f"step {step}: {exc}; retrying as 2 substeps of tau = {tau / 2:.3g}",
+                SubstepWarning,
+                stacklevel=4,
+            )
+            fresh = copy.deepcopy(start) if self.warm_start else make_potential()
+            args = (functional, x, lrho, logdet, flow, sample0, callback, step, tau / 2, 2 * parts)
+            x, lrho, last = self._advance(fresh, make_potential, *args)
+            nxt = copy.deepcopy(last) if self.warm_start else make_potential()
+            args = (functional, x, lrho, logdet, flow, sample0, callback, step, tau / 2, 2 * parts)
+            return self._advance(nxt, make_potential, *args)
+
+    def _step(
+        self,
+        potential: PotentialNet,
+        functional: Functional,
+        x: Tensor,
+        lrho: Tensor | None,
+        logdet: LogDetEstimator | None,
+        flow: Flow,
+        sample0: Sample0 | None,
+        callback: Callable[[Flow], None] | None,
+        step: int,
+        tau: float,
+        parts: int,
+    ) -> tuple[Tensor, Tensor | None, PotentialNet]:
+        """One JKO (sub)step of size ``tau``: fit, push, record, call back."""
+        begin = time.perf_counter()
+        fit = self._fit(potential, functional, x, lrho, logdet, flow, sample0, tau)
+        with torch.no_grad():
+            if lrho is not None:
+                assert logdet is not None
+                lrho = self._push_log_density(potential, logdet, x, lrho, step, flow)
+            x_next = potential.transport(x, create_graph=False)
+        bad = _bad_rows(x_next)
+        if bad:
+            raise FlowDivergedError(
+                f"step {step}: {bad} of {x.shape[0]} pushed particles are not finite "
+                f"(T = grad u of net {type(potential).__name__} at the end of the inner loop)",
+                flow,
+            )
+        t_before = flow.records[-1].t if flow.records else 0.0
+        index = len(flow.records) + 1
+        record = StepRecord(
+            step=index,
+            t=t_before + tau,
+            F=functional.value(x_next, lrho),
+            transport=fit.transport,
+            inner_loss=fit.losses,
+            seconds=time.perf_counter() - begin,
+            lr_drops=fit.drops,
+            converged=fit.converged,
+            grad_norm=fit.grad_norm,
+            failures=fit.failures,
+            iterations=len(fit.losses),
+            tau=tau,
+            substep="" if parts == 1 else f"part of step {step} split into {parts}",
+        )
+        if not fit.converged:
+            warnings.warn(
+                f"step {step}: the inner loop ended far from convergence: {fit.convergence}; "
+                f"try more inner_iters (now {self.inner_iters}) or a different lr (now {self.lr:g})",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        flow.potentials.append(potential)
+        flow.particles.append(x_next)
+        flow.log_densities.append(lrho)
+        flow.records.append(record)
+        if callback:
+            callback(flow)
+        return x_next, lrho, potential
 
     def _push_log_density(
         self, potential: PotentialNet, logdet: LogDetEstimator, x: Tensor, lrho: Tensor, step: int, flow: Flow
@@ -549,10 +640,13 @@ class JKOSolver:
         logdet: LogDetEstimator | None,
         flow: Flow,
         sample0: Sample0 | None = None,
+        tau: float | None = None,
     ) -> _Fit:
         """Inner loop: fit ``theta`` for one JKO step; returns the loss curve, the final
         transport term, how many times the learning rate was halved to recover (and why),
-        the final gradient norm and the convergence flag."""
+        the final gradient norm and the convergence flag. ``tau`` defaults to ``self.tau``
+        (a substep fits a fraction of it)."""
+        tau = self.tau if tau is None else tau
         step = len(flow.records) + 1
         params: list[Tensor] = list(potential.parameters())
         optimizer = OPTIMIZERS[self.optimizer](params, lr=self.lr)
@@ -593,14 +687,14 @@ class JKOSolver:
             failure: tuple[str, str, str] | None = None  # (what, cause, hint)
             try:
                 y = potential.transport(xb)
-                transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * self.tau)
+                transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * tau)
                 ld = logdet(potential, xb) if wants_logdet and logdet is not None else None
-                ctx = StepContext(x=xb, y=y, tau=self.tau, logdet=ld, log_density=lb)
+                ctx = StepContext(x=xb, y=y, tau=tau, logdet=ld, log_density=lb)
                 loss = functional.inner_objective(ctx) + transport
                 if bool(torch.isfinite(loss.detach())):
                     loss.backward()
                 else:
-                    cause, hint = self._diagnose(functional, xb, lb, y, transport, ld)
+                    cause, hint = self._diagnose(functional, xb, lb, y, transport, ld, tau)
                     failure = ("non-finite loss", cause, hint)
             except LogDetError as exc:
                 assert logdet is not None
@@ -656,6 +750,7 @@ class JKOSolver:
         y: Tensor,
         transport: Tensor,
         ld: LogDet | None,
+        tau: float | None = None,
     ) -> tuple[str, str]:
         """Why the inner loss is not finite: ``(cause, hint)``.
 
@@ -664,6 +759,7 @@ class JKOSolver:
         evaluates a non-finite term again at the identity map ``y = x`` to tell a map that
         moved particles where the term is undefined (a smaller step may help) from a term
         that is already undefined at the current particles (it will not)."""
+        tau = self.tau if tau is None else tau
         n = x.shape[0]
         y = y.detach()
         x = x.detach()
@@ -682,19 +778,17 @@ class JKOSolver:
         undefined_at_x: list[str] = []
         for k, (weight, term) in enumerate(functional.terms(), start=1):
             label = f"term {k} {term!r}" + ("" if weight == 1 else f" (weight {weight:g})")
-            value = _evaluate(term, x, y, self.tau, ld, log_density)
+            value = _evaluate(term, x, y, tau, ld, log_density)
             if isinstance(value, str):
                 parts.append(f"{label} raised {value} when evaluated alone")
                 continue
             if bool(torch.isfinite(value * weight)):
                 continue
-            count = _count_bad(term, x, y, self.tau, ld, log_density)
+            count = _count_bad(term, x, y, tau, ld, log_density)
             where = f"at {count} of {n} particles" if count is not None else "(no per-particle count)"
-            at_x = _evaluate(term, x, x, self.tau, ld_id, log_density)
+            at_x = _evaluate(term, x, x, tau, ld_id, log_density)
             if isinstance(at_x, str) or not bool(torch.isfinite(at_x * weight)):
-                count_x = (
-                    None if isinstance(at_x, str) else _count_bad(term, x, x, self.tau, ld_id, log_density)
-                )
+                count_x = None if isinstance(at_x, str) else _count_bad(term, x, x, tau, ld_id, log_density)
                 shown = _describe(at_x) if not isinstance(at_x, str) else f"raising {at_x}"
                 at = f"at {count_x} of {n}" if count_x is not None else "on the"
                 parts.append(

@@ -515,7 +515,7 @@ class Run:
         """The problem's exact-solution metrics at the flow's latest step (empty without one)."""
         if self.problem is None:
             return {}
-        t = self.problem.t0 + flow.steps * flow.tau
+        t = self.problem.t0 + float(flow.times[-1])
         return self.problem.metrics(t, flow.particles[0], flow.particles[-1], flow.log_densities[-1])
 
 

@@ -78,7 +78,9 @@ def test_on_failure_stop_raises_at_the_first_failure() -> None:
 
 
 def test_on_failure_is_validated() -> None:
-    with pytest.raises(ValueError, match=r"^on_failure='retry': expected one of \['halve_lr', 'stop'\]"):
+    with pytest.raises(
+        ValueError, match=r"^on_failure='retry': expected one of \['halve_lr', 'substeps', 'stop'\]"
+    ):
         jkoflow.JKOSolver(tau=0.1, steps=1, on_failure="retry")
 
 
@@ -286,3 +288,38 @@ def test_write_particles_refuses_non_finite_particles_and_log_densities(tmp_path
     with pytest.raises(ValueError, match="step 1 has 2 of 5 non-finite log-densities"):
         write_particles(flow, tmp_path)
     assert not (tmp_path / "particles.npz").exists()
+
+
+class _DriftWithACliff(jkoflow.Functional):
+    """``F = mean_i y_i`` (a drift of speed 1 to the left: the JKO step moves every particle by
+    ``-tau``) whose inner objective is NaN where a particle moves more than 0.45 in one step:
+    a step of tau = 1 or 0.5 cannot be taken, a step of 0.25 can."""
+
+    def inner_objective(self, ctx: jkoflow.StepContext) -> Tensor:
+        moved = (ctx.y - ctx.x).abs().sum(-1)
+        return torch.where(moved > 0.45, torch.full_like(moved, math.nan), ctx.y.sum(-1)).mean()
+
+    def value(self, x: Tensor, log_density: Tensor | None = None) -> float:
+        return float(x.sum(-1).mean())
+
+
+def test_substeps_split_a_step_that_the_lr_halvings_cannot_save() -> None:
+    x0 = torch.linspace(-1, 1, 20).reshape(-1, 1)
+    settings = {"tau": 1.0, "steps": 1, "inner_iters": 150, "lr": 0.05, "max_lr_drops": 2}
+    with pytest.raises(jkoflow.FlowDivergedError, match="non-finite loss"):
+        jkoflow.JKOSolver(**settings).run(_DriftWithACliff(), lambda: _net(1), x0)
+    with pytest.warns(jkoflow.solver.SubstepWarning, match="retrying as 2 substeps of tau = 0.5"):
+        flow = jkoflow.JKOSolver(**settings, on_failure="substeps").run(
+            _DriftWithACliff(), lambda: _net(1), x0
+        )
+    # tau = 1 failed, then 0.5 failed, 4 substeps of 0.25 made the step
+    assert [r.tau for r in flow.records] == [0.25] * 4
+    assert list(flow.times) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all("split into 4" in r.substep for r in flow.records)
+    # each substep moved the particles by -0.25 (the exact JKO step of a unit drift), within the cliff
+    moves = [float((b - a).mean()) for a, b in zip(flow.particles, flow.particles[1:])]
+    assert moves == pytest.approx([-0.25] * 4, abs=0.02)
+    with pytest.raises(jkoflow.FlowDivergedError, match="after splitting step 1 into 2 substeps"):
+        jkoflow.JKOSolver(**settings, on_failure="substeps", max_substeps=2).run(
+            _DriftWithACliff(), lambda: _net(1), x0
+        )
