@@ -13,12 +13,13 @@ from .potential import PotentialNet
 from .problem import Problem
 from .registry import Registry, default_registry, hookimpl
 from .sampler import Sampler
-from .solver import FlowDivergedError, JKOSolver
-from .spec import Run, SpecError, build, load, resolve
+from .solver import ConvergenceWarning, FlowDivergedError, JKOSolver, SubstepWarning
+from .spec import Run, SpecError, SpecWarning, build, load, resolve
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "Divergence",
     "Flow",
     "FlowDivergedError",
@@ -35,8 +36,10 @@ __all__ = [
     "Run",
     "Sampler",
     "SpecError",
+    "SpecWarning",
     "StepContext",
     "StepRecord",
+    "SubstepWarning",
     "WeightedSum",
     "build",
     "default_registry",

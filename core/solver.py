@@ -190,9 +190,18 @@ def _check_start(x0: object, log_density0: object, make_potential: object) -> No
             raise ValueError(
                 f"log_density0 {shape}: expected a tensor of shape ({x0.shape[0]},), one per particle"
             )
+        if log_density0.dtype != x0.dtype:
+            raise ValueError(
+                f"log_density0 is {log_density0.dtype} but x0 is {x0.dtype}: expected one dtype for both"
+            )
         bad = int((~torch.isfinite(log_density0)).sum())
         if bad:
             raise ValueError(f"log_density0: {bad} of {x0.shape[0]} values are non-finite")
+    if isinstance(make_potential, PotentialNet):
+        raise TypeError(
+            f"make_potential is a {type(make_potential).__name__} instance: expected a factory that builds "
+            "one (e.g. make_potential=lambda: copy.deepcopy(net))"
+        )
     if not callable(make_potential):
         raise TypeError(f"make_potential={make_potential!r}: expected a callable returning a PotentialNet")
 
@@ -208,6 +217,26 @@ class _Fit:
     grad_norm: float
     converged: bool
     convergence: str
+
+
+def _check_potential(potential: object, x: Tensor) -> None:
+    """``make_potential()`` must give a :class:`PotentialNet` of the particles' dimension,
+    dtype and device (a clear error here instead of a torch error in the first iteration)."""
+    if not isinstance(potential, PotentialNet):
+        raise TypeError(
+            f"make_potential() returned {type(potential).__name__}: expected a jkoflow.PotentialNet"
+        )
+    dim = getattr(potential, "dim", None)
+    if dim != x.shape[1]:
+        raise ValueError(
+            f"the potential net has dim={dim!r} but the particles have d={x.shape[1]} (x0 of shape {tuple(x.shape)})"
+        )
+    for name, p in potential.named_parameters():
+        if p.dtype != x.dtype or p.device != x.device:
+            raise ValueError(
+                f"parameter {name} of net {type(potential).__name__} is {p.dtype} on {p.device} but the particles are "
+                f"{x.dtype} on {x.device}: build the net with .to(x0) (make_potential=lambda: net(...).to(x0))"
+            )
 
 
 def _bad_rows(t: Tensor) -> int:
@@ -469,6 +498,7 @@ class JKOSolver:
         if callback:
             callback(flow)
         potential = make_potential()
+        _check_potential(potential, x)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm

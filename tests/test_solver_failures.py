@@ -323,3 +323,26 @@ def test_substeps_split_a_step_that_the_lr_halvings_cannot_save() -> None:
         jkoflow.JKOSolver(**settings, on_failure="substeps", max_substeps=2).run(
             _DriftWithACliff(), lambda: _net(1), x0
         )
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (
+            lambda S, f, x: S.run(f, lambda: _net(1), x.double()),
+            "is torch.float32 on cpu but the particles are torch.float64",
+        ),
+        (
+            lambda S, f, x: S.run(f, lambda: _net(2), x),
+            "the potential net has dim=2 but the particles have d=1",
+        ),
+        (lambda S, f, x: S.run(f, _net(1), x), "make_potential is a ICNN instance"),
+        (lambda S, f, x: S.run(f, lambda: torch.zeros(1), x), "make_potential() returned Tensor"),
+        (lambda S, f, x: S.run(f, lambda: _net(1), x[:, 0]), "expected a floating tensor of shape (n, d)"),
+    ],
+)
+def test_python_api_mistakes_are_clear_errors(call, fragment: str) -> None:
+    solver = jkoflow.JKOSolver(tau=0.1, steps=1, inner_iters=2)
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(solver, _potential("quadratic"), torch.randn(10, 1))
+    assert fragment in str(info.value)
