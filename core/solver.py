@@ -106,9 +106,11 @@ class FlowDivergedError(RuntimeError):
     ``flow`` holds every step completed before the failure, so nothing is lost.
     """
 
-    def __init__(self, message: str, flow: Flow) -> None:
+    def __init__(self, message: str, flow: Flow, retryable: bool = True) -> None:
         super().__init__(message)
         self.flow = flow
+        self.retryable = retryable
+        """``False`` when a smaller step cannot help (a term undefined at the current particles)."""
 
 
 class SubstepWarning(UserWarning):
@@ -558,6 +560,8 @@ class JKOSolver:
                 potential, functional, x, lrho, logdet, flow, sample0, callback, step, tau, parts
             )
         except FlowDivergedError as exc:
+            if not exc.retryable:
+                raise
             if self.on_failure != "substeps" or 2 * parts > self.max_substeps:
                 if self.on_failure == "substeps":
                     raise FlowDivergedError(
@@ -724,7 +728,13 @@ class JKOSolver:
                 if bool(torch.isfinite(loss.detach())):
                     loss.backward()
                 else:
-                    cause, hint = self._diagnose(functional, xb, lb, y, transport, ld, tau)
+                    cause, hint, hopeless = self._diagnose(functional, xb, lb, y, transport, ld, tau)
+                    if hopeless:  # lower lr or smaller tau cannot help: stop now, naming the term
+                        raise FlowDivergedError(
+                            f"step {step}, inner iteration {it}: non-finite loss: {cause}. {hint}.",
+                            flow,
+                            retryable=False,
+                        )
                     failure = ("non-finite loss", cause, hint)
             except LogDetError as exc:
                 assert logdet is not None
@@ -781,8 +791,9 @@ class JKOSolver:
         transport: Tensor,
         ld: LogDet | None,
         tau: float | None = None,
-    ) -> tuple[str, str]:
-        """Why the inner loss is not finite: ``(cause, hint)``.
+    ) -> tuple[str, str, bool]:
+        """Why the inner loss is not finite: ``(cause, hint, hopeless)``, ``hopeless`` when a
+        term is already undefined at the current particles (no smaller step can help).
 
         Evaluates the transport term and every term of ``functional`` separately at
         ``y = T(x)``, counts (by bisection over the particles) where a term is non-finite, and
@@ -846,7 +857,7 @@ class JKOSolver:
                 "The terms are finite at the current particles, so the map moved too far: try a smaller tau "
                 "or lr, or a larger strong-convexity alpha of the net"
             )
-        return cause, hint
+        return cause, hint, bool(undefined_at_x)
 
     def _fresh_checked(
         self,
