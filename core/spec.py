@@ -532,6 +532,31 @@ def build(
         return run
 
 
+def _check_sample(
+    x0: torch.Tensor, log_density0: torch.Tensor | None, dim: int, table: Mapping[str, Any]
+) -> None:
+    """The sampler must give ``n`` finite points of ``R^dim`` and one finite log-density each."""
+    n, kind = table["n"], table["kind"]
+    if x0.shape != (n, dim):
+        raise SpecError(
+            "sampler", f"sampler {kind!r} returned points of shape {tuple(x0.shape)}: expected ({n}, {dim})"
+        )
+    bad = int((~torch.isfinite(x0)).any(dim=1).sum())
+    if bad:
+        raise SpecError(
+            "sampler", f"sampler {kind!r} returned {bad} of {n} points with NaN or inf coordinates"
+        )
+    if log_density0 is not None:
+        if log_density0.shape != (n,):
+            raise SpecError(
+                "sampler",
+                f"sampler {kind!r} returned log-densities of shape {tuple(log_density0.shape)}: expected ({n},)",
+            )
+        bad = int((~torch.isfinite(log_density0)).sum())
+        if bad:
+            raise SpecError("sampler", f"sampler {kind!r} returned {bad} of {n} non-finite log-densities")
+
+
 def _probe(functional: Functional, x0: torch.Tensor, log_density0: torch.Tensor | None, path: str) -> None:
     """Call ``start`` on the start particles (as the solver will) and evaluate ``F`` on at most
     8 of them, so that a setting that does not fit the dimension (a V center of the wrong
@@ -574,6 +599,7 @@ def _build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     x0, log_density0 = sampler.sample(derived["sampler"]["n"], generator)
     x0 = x0.to(dtype)
     log_density0 = None if log_density0 is None else log_density0.to(dtype)
+    _check_sample(x0, log_density0, dim, derived["sampler"])
     for i, f in enumerate(built):
         _probe(f, x0, log_density0, f"terms[{i}]")
 

@@ -9,6 +9,7 @@ import math
 import warnings
 
 import pytest
+import torch
 from jkoflow import budget
 from jkoflow import spec as specmod
 
@@ -109,3 +110,17 @@ def test_the_default_specs_stay_silent_and_valid() -> None:
         warnings.simplefilter("error", specmod.SpecWarning)
         for problem in ("heat", "porous-medium", "aggregation", "fokker-planck-gaussian"):
             specmod.build({"problem": problem})
+
+
+def test_a_sampler_that_returns_nan_log_densities_is_a_spec_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jkoflow.plugins import samplers
+
+    def nan_sample(self, n, generator):
+        x = torch.randn(n, self.dim, generator=generator)
+        return x, torch.full((n,), float("nan"))
+
+    monkeypatch.setattr(samplers.Gaussian, "sample", nan_sample)
+    with pytest.raises(
+        specmod.SpecError, match="sampler 'gaussian' returned 10 of 10 non-finite log-densities"
+    ):
+        specmod.build(BASE)
