@@ -23,7 +23,6 @@ cannot fit by orders of magnitude, not to predict peak memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -50,16 +49,24 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g} GiB"
 
 
-def estimate(spec: Mapping[str, Any], needs_logdet: bool) -> list[Part]:
-    """The big allocations of a run of the resolved ``spec`` (module docstring)."""
-    derived = spec.get("_derived", spec)
-    d = int(derived["dim"])
-    n = int(derived["sampler"]["n"])
-    b = 8 if spec.get("dtype") == "float64" else 4
-    solver = spec["solver"]
+def _parts(spec: Any) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """``(dim, sampler table, settings)`` of a :class:`~jkoflow.spec.ResolvedSpec` or of a
+    resolved spec dict without a problem."""
+    if hasattr(spec, "settings"):
+        return int(spec.dim), dict(spec.sampler), dict(spec.settings)
+    return int(spec["dim"]), dict(spec["sampler"]), dict(spec)
+
+
+def estimate(spec: Any, needs_logdet: bool) -> list[Part]:
+    """The big allocations of a run of the resolved ``spec`` (module docstring): a
+    :class:`~jkoflow.spec.ResolvedSpec`, or a resolved spec dict without a problem."""
+    d, sampler, settings = _parts(spec)
+    n = int(sampler["n"])
+    b = 8 if settings.get("dtype") == "float64" else 4
+    solver = settings["solver"]
     steps = int(solver["steps"])
     batch = int(solver.get("fresh_samples") or solver.get("batch_size") or n)
-    widths = spec["potential"].get("widths") or []
+    widths = settings["potential"].get("widths") or []
     widths = [int(w) for w in widths] if isinstance(widths, (list, tuple)) else []
     params = sum((d + w_prev) * w for w_prev, w in zip([0, *widths], widths)) + (widths[-1] if widths else 0)
     params += d * d + d  # a quadratic / linear part, as the built-in nets have
@@ -103,7 +110,7 @@ def estimate(spec: Mapping[str, Any], needs_logdet: bool) -> list[Part]:
     return parts
 
 
-def check(spec: Mapping[str, Any], needs_logdet: bool, limit: int | None = None) -> None:
+def check(spec: Any, needs_logdet: bool, limit: int | None = None) -> None:
     """Refuse (``SpecError``) a run whose :func:`estimate` exceeds ``limit`` bytes (default:
     the physical memory)."""
     from .spec import SpecError
@@ -115,10 +122,10 @@ def check(spec: Mapping[str, Any], needs_logdet: bool, limit: int | None = None)
     total = sum(p.nbytes for p in parts)
     if total > limit:
         big = max(parts, key=lambda p: p.nbytes)
-        derived = spec.get("_derived", spec)
+        d, sampler, settings = _parts(spec)
         sizes = (
-            f"dim={derived['dim']}, n={derived['sampler']['n']}, steps={spec['solver']['steps']}, "
-            f"widths={spec['potential'].get('widths')}"
+            f"dim={d}, n={sampler['n']}, steps={settings['solver']['steps']}, "
+            f"widths={settings['potential'].get('widths')}"
         )
         raise SpecError(
             big.key,
