@@ -9,7 +9,6 @@ import jkoflow
 import numpy as np
 import pytest
 import torch
-from jkoflow.bench_pde import PRESETS, run_case, table
 from jkoflow.plugins.problems_pde import (
     Aggregation,
     CompactProfile,
@@ -17,6 +16,11 @@ from jkoflow.plugins.problems_pde import (
     PotentialOnly,
 )
 from scipy import stats
+
+try:  # the suite is moving from core (deprecated alias) to the plugin module
+    from jkoflow.plugins.bench_pde import PRESETS, run_case, table
+except ImportError:
+    from jkoflow.bench_pde import PRESETS, run_case, table
 
 X = np.linspace(-3, 3, 600001)
 
@@ -105,33 +109,47 @@ def test_problems_build_through_the_registry() -> None:
         run = jkoflow.build({"problem": {"kind": name, "n": 20}})
         assert run.x0.shape[0] == 20
     run = jkoflow.build({"problem": "fokker-planck-nonlinear"})
-    assert run.x0.var().item() == pytest.approx(0.2, rel=0.35)  # variance 0.2, 100 samples
+    assert run.spec_sampler["kind"] == "gaussian-stratified"
+    # variance 0.2, 100 stratified samples (one per normal quantile stratum; measured 0.1959).
+    # The sample variance's relative error over 2000 seeds: median +0.004, 0.1-99.9 % range
+    # [-0.035, +0.165], skewed up by the two unbounded tail strata; an i.i.d. sample's would have
+    # a standard deviation of sqrt(2/99) = 0.14, so i.i.d. bounds say little here.
+    assert 0.2 * (1 - 0.05) < run.x0.var().item() < 0.2 * (1 + 0.175)
 
 
 def test_quick_bench_porous_medium_bounds() -> None:
     # bounds from runs of this case (docs/benchmarks.md, "PDE validation", CI quick preset; seeds
     # 0-2, stratified particles, cosine lr): worst deviation from the ideal JKO / the ideal's own
     # error 0.033-0.052, deviation after 3 steps 0.0009-0.0014, Algorithm 2's density 0.100-0.106
-    # (L1, relative; the JKO lag itself at t0 + 0.03), W1 0.026-0.027 (i.i.d. floor 0.029),
-    # relative F error 0.092-0.095 (the JKO lag), round trips 5e-8 (float32)
+    # (L1, relative; the JKO lag itself at t0 + 0.03), relative F error 0.092-0.095 (the JKO lag:
+    # the quadrature of the flow's density agrees with the particle estimate to 0.1 %, seed 0),
+    # round trips 5e-8 (float32)
     r = run_case(PRESETS["quick"][0], seed=0)
     assert r["solver"]["lr_schedule"] == "cosine" and not r["solver"]["fresh_samples"]
     assert r["deviation_ratio_worst"] < 0.1, r["deviation_ratio_worst"]
     assert r["ideal_deviation"][-1] < 0.0025, r["ideal_deviation"]
     assert r["density_l1_rel"] < 0.16, r["density_l1_rel"]
     assert r["roundtrip_max"] < 1e-6
-    assert r["w_last"] < 0.05 and r["F_rel_error"] < 0.15, (r["w_last"], r["F_rel_error"])
+    assert r["F_rel_error"] < 0.15, r["F_rel_error"]
+    # W1 to the exact solution at t0 + 0.03, measured 0.0258-0.0270. By the triangle inequality
+    # W1 <= mean|x - X(u)| + mean|X(u) - Q_t(u)| + W1(Q_t(u), rho_t): the deviation from the ideal
+    # JKO (bounded above by 0.0025), the ideal JKO's own lag at the particles' quantiles u
+    # (ideal_error, 0.0269) and the sampling error of stratified quantiles, 0.0053-0.0056 for
+    # seeds 0-2 (at most 0.0059 over 300 stratified draws; 0.0017 at t0). The "i.i.d. floor" the
+    # suite prints (w1_iid_floor, 0.029 here, one i.i.d. draw of 100 points; 0.043 on average,
+    # 5-95 % range 0.022-0.074) is the bound for i.i.d. particles, not these.
+    assert r["w_last"] < r["ideal_error"][-1] + 0.0025 + 0.006, (r["w_last"], r["ideal_error"][-1])
     assert "porous-medium" in table([r])
 
 
 def test_pde_problems_default_to_stratified_particles() -> None:
     for name in ("porous-medium", "fokker-planck-nonlinear", "aggregation"):
         run = jkoflow.build({"problem": {"kind": name, "n": 50}})
-        sampler = run.spec["_derived"]["sampler"]
+        sampler = run.spec_sampler
         assert sampler.get("stratified") is True or sampler["kind"] == "gaussian-stratified", (name, sampler)
         iid = jkoflow.build({"problem": {"kind": name, "n": 50, "stratified": False}})
-        assert iid.spec["_derived"]["sampler"].get("stratified") in (False, None), name
-        assert iid.spec["_derived"]["sampler"]["kind"] != "gaussian-stratified"
+        assert iid.spec_sampler.get("stratified") in (False, None), name
+        assert iid.spec_sampler["kind"] != "gaussian-stratified"
     # full preset: the tau table's variants carry their solver settings explicitly
     variants = {
         c.label.split(" ", 5)[-1]: c
@@ -181,7 +199,7 @@ def test_stratified_barenblatt_has_one_point_per_stratum() -> None:
 @pytest.mark.parametrize("dim", [1, 2])
 def test_stratified_gaussian_has_one_point_per_stratum(dim: int) -> None:
     run = jkoflow.build({"problem": {"kind": "aggregation", "dim": dim, "n": 400, "stratified": True}})
-    assert run.spec["_derived"]["sampler"]["kind"] == "gaussian-stratified"
+    assert run.spec_sampler["kind"] == "gaussian-stratified"
     x = run.x0.numpy()
     u = np.sort(stats.norm.cdf(x[:, 0]) if dim == 1 else stats.chi(dim).cdf(np.linalg.norm(x, axis=1)))
     np.testing.assert_array_equal(np.floor(u * 400).astype(int), np.arange(400))

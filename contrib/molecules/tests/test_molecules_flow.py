@@ -207,17 +207,17 @@ def test_plugin_fails_cleanly_without_rdkit() -> None:
 
 
 def test_preset_spec_resolves() -> None:
-    import jkoflow
+    from jkoflow.spec import resolve_spec
 
-    spec = jkoflow.resolve({"problem": {"kind": "molecules", "preset": "paper"}})
-    derived = spec["_derived"]
-    assert derived["dim"] == 128
-    assert spec["solver"]["tau"] == 1e-4 and spec["solver"]["inner_iters"] == 500
-    assert spec["solver"]["warm_start"] is False and spec["solver"]["steps"] == 100
-    kinds = [t["kind"] for t in derived["terms"]]
+    resolved = resolve_spec({"problem": {"kind": "molecules", "preset": "paper"}})
+    assert resolved.dim == 128
+    solver = resolved.solver
+    assert solver["tau"] == 1e-4 and solver["inner_iters"] == 500
+    assert solver["warm_start"] is False and solver["steps"] == 100
+    kinds = [t["kind"] for t in resolved.terms]
     assert kinds == ["potential", "divergence_to_start"]
-    assert derived["terms"][1]["weight"] == 1e4
-    assert derived["terms"][1]["divergence"] == {"kind": "sinkhorn", "blur": 0.05}
+    assert resolved.terms[1]["weight"] == 1e4
+    assert resolved.terms[1]["divergence"] == {"kind": "sinkhorn", "blur": 0.05}
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ data = molecules_module("data")
 tokens = molecules_module("tokens")
 vae_mod = molecules_module("vae")
 train_mod = molecules_module("train")
+PAIRED_VAE = molecules_module("pools").PAIRED_VAE
 
 TRAIN = data.load_sample("train")[:256]
 TEST = data.load_sample("test")[:16]
@@ -45,12 +46,34 @@ def test_encode_decode_shapes(kind: str) -> None:
     assert vae.encode([]).shape == (0, 128)
 
 
-def test_selfies_decodings_are_valid() -> None:
+def test_untrained_selfies_decodings_are_valid() -> None:
+    """SELFIES: any non-empty decoding is a valid molecule, even from an untrained net (which may
+    emit ""); measured: 16 of these 20 are non-empty, so the claim is checked on at least 10."""
     vae = small_vae("selfies")
     out = vae.sample_prior(20, generator=torch.Generator().manual_seed(1))
     assert len(out) == 20
-    # SELFIES: any non-empty decoding is a valid molecule (untrained nets may emit "")
-    assert all(tokens.canonicalize(s) is not None for s in out if s)
+    nonempty = [s for s in out if s]
+    assert len(nonempty) >= 10, out
+    assert all(tokens.canonicalize(s) is not None for s in nonempty)
+
+
+@pytest.mark.skipif(not PAIRED_VAE.exists(), reason="no committed VAE snapshot")
+def test_committed_selfies_vae_prior_decodes_to_valid_molecules() -> None:
+    """The committed SELFIES VAE (the flow's default): 200 prior samples z ~ N(0, I), greedy
+    decoding. At least 85 % must be non-empty strings RDKit parses, and at least 75 % of those
+    distinct. Measured: 190, 186, 188, 185, 193 valid of 200 for seeds 0-4 (92.5-96.5 %; 176
+    distinct for seed 0); the training-time eval gave prior_valid 93.8 % on 500 samples. 85 % is
+    5 binomial standard deviations (1.7 % at n = 200) below that; a collapsed or untrained
+    decoder (empty or repeated strings) fails it."""
+    from rdkit import Chem
+
+    vae = vae_mod.load_vae(PAIRED_VAE)
+    assert vae.tokenizer.kind == "selfies"
+    out = vae.sample_prior(200, generator=torch.Generator().manual_seed(0))
+    assert len(out) == 200
+    valid = [s for s in out if s and Chem.MolFromSmiles(s) is not None]
+    assert len(valid) >= 170, (len(valid), out[:10])
+    assert len({tokens.canonicalize(s) for s in valid}) >= 0.75 * len(valid)
 
 
 def test_save_load_identical(tmp_path) -> None:
@@ -97,17 +120,17 @@ def test_training_smoke_decreases_loss(tmp_path) -> None:
 
 @pytest.mark.filterwarnings("ignore:latent collapse")
 def test_resume_continues_step_count(tmp_path) -> None:
-    kw = dict(
-        repr="selfies",
-        minutes=1.0,
-        batch_size=32,
-        log_every=2,
-        n_prior=4,
-        progress=False,
-        model_kwargs=SMALL,
-        train_smiles=TRAIN,
-        eval_smiles=TEST[:4],
-    )
+    kw = {
+        "repr": "selfies",
+        "minutes": 1.0,
+        "batch_size": 32,
+        "log_every": 2,
+        "n_prior": 4,
+        "progress": False,
+        "model_kwargs": SMALL,
+        "train_smiles": TRAIN,
+        "eval_smiles": TEST[:4],
+    }
     train_mod.train_vae(tmp_path, max_steps=4, **kw)
     first = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert first["state"]["step"] == 4
