@@ -9,7 +9,9 @@
   function of the particles (potential and interaction energies); internal energies need
   densities, hence a map, and are refused.
 * :func:`ula` -- the unadjusted Langevin algorithm for the linear Fokker-Planck equation
-  ``d_t rho = div(rho grad V) + Lap rho``: ``x_{k+1} = x_k - eta grad V(x_k) + sqrt(2 eta) xi_k``.
+  ``d_t rho = div(rho grad V) + Lap rho``: ``x_{k+1} = x_k - eta grad V(x_k) + sqrt(2 eta) xi_k``
+  (the one ULA of jkoflow: :func:`jkoflow.plugins.problems_gaussian.ula`, the quadratic-``V``
+  baseline of ``fokker-planck-gaussian``, calls it).
 """
 
 from __future__ import annotations
@@ -76,23 +78,35 @@ def _proximal_step(functional: Functional, x: Tensor, tau: float, max_iter: int,
 
 
 def ula(
-    V: Callable[[Tensor], Tensor],
+    V: Callable[[Tensor], Tensor] | None,
     x0: Tensor,
     step_size: float,
     n_steps: int,
     generator: torch.Generator | None = None,
     record_every: int = 1,
+    *,
+    grad_V: Callable[[Tensor], Tensor] | None = None,
 ) -> list[Tensor]:
     """Unadjusted Langevin ``x <- x - eta grad V(x) + sqrt(2 eta) xi``; returns the particles every
-    ``record_every`` steps (step 0 included). ``V`` maps ``(n, d)`` to ``(n,)``."""
+    ``record_every`` steps (step 0 included). ``V`` maps ``(n, d)`` to ``(n,)``; its gradient is
+    taken by autograd unless ``grad_V`` (``(n, d) -> (n, d)``) gives it in closed form (then ``V``
+    may be ``None``). The noise ``xi`` is drawn from ``generator`` in the dtype of ``x0``, one
+    ``(n, d)`` draw per step, so a run split into consecutive calls sharing the generator gives
+    the same particles as one call."""
     if not step_size > 0:
         raise ValueError(f"step_size={step_size}: expected a positive number")
+    if V is None and grad_V is None:
+        raise ValueError("ula: give the potential V or its gradient grad_V")
     x = x0.detach().clone()
     out = [x.clone()]
     for k in range(1, n_steps + 1):
-        with torch.enable_grad():
-            xr = x.requires_grad_(True)
-            (g,) = torch.autograd.grad(V(xr).sum(), xr)
+        if grad_V is not None:
+            g = grad_V(x)
+        else:
+            assert V is not None
+            with torch.enable_grad():
+                xr = x.requires_grad_(True)
+                (g,) = torch.autograd.grad(V(xr).sum(), xr)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         x = (x.detach() - step_size * g + (2 * step_size) ** 0.5 * noise).detach()
         if k % record_every == 0:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from jkoflow.convexity import ResolvedRegion, as_float64, row_hessian, sweep_convexity
 from jkoflow.functional import Functional, Need, StepContext
 from jkoflow.registry import Registry, default_registry, hookimpl
 from torch import Tensor
@@ -211,8 +212,13 @@ def _fn_label(spec: Any, fn: Any) -> str:
 
 
 class _ConvexityCheck:
-    """Run :func:`jkoflow.testing.checks.find_convexity_counterexample` once, on the box the
-    particles span (``V``) or the box of their differences (``W``), before the first step."""
+    """Run :func:`jkoflow.convexity.sweep_convexity` once, before the first step, on the box the
+    particles span widened by half its span on every side (``V``) or on ``+-1.5`` times the span
+    (the box of their differences, ``W``): ``SWEEP`` quasi-random points, Hessian eigenvalues
+    (autograd) and midpoint inequalities. Torch and numpy only: no hypothesis, no pytest."""
+
+    SWEEP = 2048
+    """Quasi-random points of the sweep (half uniform on the box, half Gaussian around its centre)."""
 
     def __init__(
         self, enabled: bool, fn: Callable[..., Any], what: str, label: str, differences: bool
@@ -225,24 +231,23 @@ class _ConvexityCheck:
         if not self.enabled or self.done:
             return
         self.done = True
-        try:
-            from jkoflow.testing.checks import find_convexity_counterexample
-        except ImportError as exc:  # hypothesis missing
-            raise ImportError(
-                f"check_convexity needs hypothesis ({exc}): pip install 'jkoflow[testing]'"
-            ) from exc
-        x = x.detach().to(torch.float64)
+        x = x.detach().to(torch.float64).cpu()
         span = torch.clamp(x.max(0).values - x.min(0).values, min=1e-3)
         if self.differences:
             low, high = -1.5 * span, 1.5 * span
         else:
             low, high = x.min(0).values - 0.5 * span, x.max(0).values + 0.5 * span
-        found = find_convexity_counterexample(
-            self.fn, x.shape[1], bounds=(low, high), max_examples=100, seed=0
-        )
+        box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(low.tolist(), high.tolist()))
+        region = ResolvedRegion(low.numpy(), high.numpy(), None, f"the box {box}")
+        f64 = as_float64(self.fn)
+        try:
+            found = sweep_convexity(
+                f64, x.shape[1], 0.0, region, budget=self.SWEEP, seed=0, hessian=lambda z: row_hessian(f64, z)
+            )
+        except ValueError as exc:  # f returned the wrong shape
+            raise ValueError(f"check_convexity: {self.what} {self.label!r} {exc}") from None
         self.counterexample = found
         if found is not None:
-            box = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in zip(low.tolist(), high.tolist()))
             warnings.warn(
                 f"{self.what} {self.label!r} is not convex on the box {box} "
                 f"({'differences of ' if self.differences else ''}the particles): {found.describe(self.what[-1])}. "

@@ -22,10 +22,10 @@ from jkoflow.metrics import (
 )
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
-from jkoflow.sampler import Sampler
 from torch import Tensor
 
 from .barenblatt import Barenblatt
+from .samplers import BarenblattSampler  # noqa: F401 - re-exported from its old home
 
 _FLOOR_SEED = 12345
 
@@ -113,33 +113,6 @@ class Heat(Problem):
         from scipy.stats import norm
 
         return self.mean + self.std_at(t) * norm.ppf(u)
-
-
-class BarenblattSampler(Sampler):
-    """Exact samples of the normalized Barenblatt profile at time ``t0`` and their log-densities
-    (``stratified``: one sample per equal-probability stratum of the radial CDF, see
-    :meth:`Barenblatt.sample`)."""
-
-    vanishing_at_start = frozenset({"map_error"})
-
-    def __init__(
-        self,
-        dim: int = 1,
-        m: float = 2.0,
-        C: float = (3 / 16) ** (1 / 3),
-        t0: float = 1e-3,
-        stratified: bool = False,
-    ) -> None:
-        self.dim = dim
-        self.profile = Barenblatt(dim, m, C)
-        self.t0 = float(t0)
-        self.stratified = bool(stratified)
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = self.profile.sample(n, self.t0, generator, stratified=self.stratified)
-        log_rho = torch.from_numpy(np.log(self.profile.density(x.numpy(), self.t0)))
-        dtype = torch.get_default_dtype()
-        return x.to(dtype), log_rho.to(dtype)
 
 
 class PorousMedium(Problem):
@@ -260,4 +233,3 @@ class PorousMedium(Problem):
 def jkoflow_register(registry: Registry) -> None:
     registry.add("problem", "heat", Heat)
     registry.add("problem", "porous-medium", PorousMedium)
-    registry.add("sampler", "barenblatt", BarenblattSampler)

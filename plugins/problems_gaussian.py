@@ -20,7 +20,9 @@ with ``M`` SPD (the Brenier map between Gaussians): ``m' = (I + tau B)^{-1}(m + 
 (:func:`ideal_jko_step`, Newton-CG). Its trajectory for the run's ``tau`` is the best any JKO
 solver can do; the deviation from it is the estimator's and the inner solver's own error.
 
-:func:`ula` is the unadjusted Langevin baseline ``X <- X - h B (X - mu) + sqrt(2h) xi``.
+:func:`ula` is the unadjusted Langevin baseline ``X <- X - h B (X - mu) + sqrt(2h) xi``
+(:func:`jkoflow.baselines.ula` with the closed-form gradient). The Gaussian metrics it is
+scored with (Bures-Wasserstein, sample covariance, ...) live in :mod:`jkoflow.metrics`.
 """
 
 from __future__ import annotations
@@ -30,10 +32,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from jkoflow import baselines
+from jkoflow.metrics import (  # noqa: F401 - bures_wasserstein, sqrtm_psd: re-exported from their old home
+    bures_wasserstein,
+    nearest_neighbour_distances,
+    relative_frobenius,
+    sample_cov,
+    sqrtm_psd,
+)
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
 from scipy.integrate import solve_ivp
-from scipy.spatial import cKDTree
 from torch import Tensor
 
 
@@ -43,35 +52,6 @@ def random_rotation(dim: int, seed: int) -> np.ndarray:
     z = np.random.default_rng(seed).standard_normal((dim, dim))
     q, r = np.linalg.qr(z)
     return q * np.sign(np.diag(r))
-
-
-def sqrtm_psd(s: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite matrix."""
-    w, u = np.linalg.eigh((s + s.T) / 2)
-    return (u * np.sqrt(np.clip(w, 0.0, None))) @ u.T
-
-
-def bures_wasserstein(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> float:
-    """``W_2(N(m1, S1), N(m2, S2))``: ``|m1 - m2|^2 + tr S1 + tr S2 - 2 tr (S1^{1/2} S2 S1^{1/2})^{1/2}``."""
-    r = sqrtm_psd(s1)
-    cross = np.trace(sqrtm_psd(r @ s2 @ r))
-    return float(math.sqrt(max(float(np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * cross), 0.0)))
-
-
-def sample_cov(x: np.ndarray) -> np.ndarray:
-    """Unbiased sample covariance of the rows of ``x``."""
-    return np.cov(x, rowvar=False, ddof=1).reshape(x.shape[1], x.shape[1])
-
-
-def relative_frobenius(a: np.ndarray, b: np.ndarray) -> float:
-    """``|a - b|_F / |b|_F``."""
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
-def nearest_neighbour_distances(x: np.ndarray) -> np.ndarray:
-    """Distance of every row of ``x`` to its nearest other row."""
-    dist, _ = cKDTree(x).query(x, k=2)
-    return dist[:, 1]
 
 
 class GaussianFlow:
@@ -215,16 +195,19 @@ def ula(
     generator: torch.Generator,
 ) -> list[Tensor]:
     """Unadjusted Langevin particles ``X <- X - h B (X - mu) + sqrt(2h) xi`` (``B = 2A``) from
-    ``x0``, returned at each of ``times`` (rounded to multiples of ``h``)."""
+    ``x0``, returned at each of ``times`` (rounded to multiples of ``h``): :func:`jkoflow.baselines.ula`
+    in float64 with the closed-form gradient ``grad V(x) = B (x - mu)``."""
     B = 2 * torch.as_tensor(A, dtype=torch.float64)
     mu_t = torch.as_tensor(mu, dtype=torch.float64)
     x = x0.detach().to(torch.float64).clone()
     out, steps_done = [], 0
     for t in times:
         target = round(t / h)
-        for _ in range(target - steps_done):
-            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-            x = x - h * (x - mu_t) @ B + math.sqrt(2 * h) * noise
+        if target > steps_done:
+            steps = target - steps_done
+            x = baselines.ula(
+                None, x, h, steps, generator, record_every=steps, grad_V=lambda z: (z - mu_t) @ B
+            )[-1]
         steps_done = max(steps_done, target)
         out.append(x.to(x0.dtype).clone())
     return out

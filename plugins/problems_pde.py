@@ -38,13 +38,16 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 from jkoflow.metrics import mean_displacement, normal_cdf, w1_to_cdf, w2_between_samples
 from jkoflow.problem import Problem
 from jkoflow.registry import Registry, hookimpl
-from jkoflow.sampler import Sampler
 from scipy.special import betainc, betaincinv, gammaln
 from torch import Tensor
+
+from .samplers import (
+    StratifiedGaussian,  # noqa: F401 - re-exported from its old home
+    gaussian_log_density,
+)
 
 _FLOOR_SEED = 12345
 _REF_SAMPLES = 1500
@@ -99,41 +102,6 @@ class CompactProfile:
         return self.center + np.sqrt(s * self.C / self.c)[:, None] * direction
 
 
-def _gaussian_log_density(x: Tensor, mean: float, std: float) -> Tensor:
-    d = x.shape[-1]
-    z = (x - mean) / std
-    return -0.5 * z.pow(2).sum(-1) - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
-
-
-class StratifiedGaussian(Sampler):
-    """``N(mean, std^2 I)`` by stratified sampling: one point in each of ``n`` equal-probability
-    strata, ``u_i = (i + U_i)/n``, of the CDF (``d = 1``) or of the radial chi law (``d >= 2``,
-    i.i.d. uniform directions). Every point is exactly ``N(mean, std^2 I)``-distributed, and
-    averages over the cloud (a JKO step's energy estimate) have a far smaller error than with
-    i.i.d. points; the log-densities are exact.
-    """
-
-    def __init__(self, dim: int, mean: float = 0.0, std: float = 1.0) -> None:
-        if not std > 0:
-            raise ValueError(f"std={std}: expected a positive number")
-        self.dim, self.mean, self.std = int(dim), float(mean), float(std)
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        from scipy.stats import chi, norm
-
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
-        u = (np.arange(n) + rng.uniform(size=n)) / n
-        if self.dim == 1:
-            z = norm.ppf(u)[:, None]
-        else:
-            direction = rng.standard_normal((n, self.dim))
-            z = chi.ppf(u, self.dim)[:, None] * direction / np.linalg.norm(direction, axis=1, keepdims=True)
-        x = torch.from_numpy(self.mean + self.std * z)
-        log_rho = _gaussian_log_density(x, self.mean, self.std)
-        dtype = torch.get_default_dtype()
-        return x.to(dtype), log_rho.to(dtype)
-
-
 def _gaussian_sampler(n: int, std: float, stratified: bool) -> dict[str, Any]:
     return {"kind": "gaussian-stratified" if stratified else "gaussian", "n": n, "mean": 0.0, "std": std}
 
@@ -186,7 +154,7 @@ class _SteadyStateProblem(Problem):
 
     # initial law (for Algorithm 2 and the ideal-JKO reference)
     def log_density0(self, x: Tensor) -> Tensor:
-        return _gaussian_log_density(x, self.mean0, self.std0)
+        return gaussian_log_density(x, self.mean0, self.std0)
 
     def cdf0(self, x: np.ndarray) -> np.ndarray:
         return normal_cdf(x, self.mean0, self.std0)
@@ -383,7 +351,7 @@ class PotentialOnly(Problem):
         return self.mu + np.exp(-2 * self.a * t) * (np.asarray(x0) - self.mu)
 
     def log_density0(self, x: Tensor) -> Tensor:
-        return _gaussian_log_density(x, self.mean0, self.std0)
+        return gaussian_log_density(x, self.mean0, self.std0)
 
     def exact_density(self, grid: np.ndarray, t: float) -> np.ndarray:
         mean, var = self.moments(t)
@@ -428,4 +396,3 @@ def jkoflow_register(registry: Registry) -> None:
     registry.add("problem", "fokker-planck-nonlinear", FokkerPlanckNonlinear)
     registry.add("problem", "aggregation", Aggregation)
     registry.add("problem", "potential-only", PotentialOnly)
-    registry.add("sampler", "gaussian-stratified", StratifiedGaussian)

@@ -29,14 +29,7 @@ import torch
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from jkoflow.divergence import Divergence
-from jkoflow.functional import Functional, LogDet, Need, StepContext
-from jkoflow.logdet import LogDetError, LogDetEstimator
-from jkoflow.potential import PotentialNet
-from jkoflow.spec import INJECTED
-from torch import Tensor
-
-from .convexity import (
+from jkoflow.convexity import (
     DEFAULT_SWEEP,
     Bounds,
     ConvexFn,
@@ -46,6 +39,13 @@ from .convexity import (
     resolve_region,
     sweep_convexity,
 )
+from jkoflow.divergence import Divergence
+from jkoflow.functional import Functional, LogDet, Need, StepContext
+from jkoflow.logdet import LogDetError, LogDetEstimator
+from jkoflow.potential import PotentialNet
+from jkoflow.spec import INJECTED
+from torch import Tensor
+
 from .strategies import clouds, random_convex_potential
 
 
