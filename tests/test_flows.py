@@ -74,14 +74,17 @@ def test_porous_medium_w1_to_barenblatt_over_first_steps() -> None:
     """Porous medium (d = 1, m = 2, C = (3/16)^(1/3), t0 = 1e-3, tau = 1e-2).
 
     Bound: the ideal JKO (exact inner solve) is itself 0.031 from the PDE after one step and
-    0.018 at t0 + 0.1 in mean displacement (issue 4's table); we allow W1 <= 0.06 at every step
-    (the i.i.d. floor of 200 points is 0.01-0.04) and a noise-free displacement <= 0.04.
+    0.018 at t0 + 0.1 in mean displacement (issue 4's table). The particles are stratified, so
+    their own sampling error is 0.002-0.003 in W1 (not the 0.01-0.04 of an i.i.d. cloud of 200);
+    measured here W1 = 0.0307 / 0.0292 / 0.0270 at steps 1-3. We allow W1 <= 0.031 + 0.003 +
+    0.002 (ideal JKO's error + stratified sampling error + the solver's deviation) = 0.036 and a
+    noise-free displacement <= 0.04.
     """
     run, flow = _run({"problem": {"kind": "porous-medium", "n": 200}, "solver": {"steps": 3}})
     for k in range(1, flow.steps + 1):
         t = run.problem.t0 + k * flow.tau
         m = run.problem.metrics(t, flow.particles[0], flow.particles[k], flow.log_densities[k])
-        assert m["w1"] < 0.06, (k, m)
+        assert m["w1"] < 0.036, (k, m)
         assert m["map_error"] < 0.04, (k, m)
 
 
