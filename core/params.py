@@ -151,6 +151,7 @@ def make(
     factory: Callable[..., Any], params: Mapping[str, Any], path: str, registry: Registry, **injected: Any
 ) -> Any:
     """Call ``factory`` with ``params`` plus whichever of ``injected``/``registry`` it takes."""
+    accepted: Mapping[str, inspect.Parameter]
     try:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):

@@ -130,7 +130,7 @@ def write_particles(flow: Flow, out: Path) -> None:
     if flow.log_densities and all(ld is not None for ld in flow.log_densities):
         arrays["log_density"] = np.stack([ld.cpu().numpy() for ld in flow.log_densities])  # type: ignore[union-attr]
     with atomic_path(out / "particles.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle
 
 
 def plot_summary(

@@ -93,7 +93,7 @@ Sample0 = Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]
 
 LR_SCHEDULES = ("constant", "cosine")
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,

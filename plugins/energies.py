@@ -185,7 +185,7 @@ class FromFunction(InternalFn):
         return (df - fr / r).detach()
 
 
-def _internal_fn(spec: FnSpec, registry: Registry | None) -> InternalFn:
+def _internal_fn(spec: FnSpec | InternalFn, registry: Registry | None) -> InternalFn:
     fn = _resolve("internal_fn", spec, registry) if not isinstance(spec, InternalFn) else spec
     if isinstance(fn, InternalFn):
         return fn

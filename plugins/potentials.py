@@ -31,8 +31,10 @@ instead of a pass through autograd's graph of the gradient.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as nnf
@@ -40,7 +42,7 @@ from jkoflow.potential import PotentialNet
 from jkoflow.registry import hookimpl
 from torch import Tensor, nn
 
-_Cache = tuple[list[Tensor], list[Tensor], Tensor]
+_Cache = tuple[list[Tensor], list[Tensor], Tensor | None]
 
 ACTIVATIONS = {
     "softplus": nnf.softplus,
@@ -121,7 +123,7 @@ class ICNN(PotentialNet):
         self._g = ACTIVATIONS[activation]
         self.wx = nn.ModuleList([nn.Linear(dim, w) for w in widths])
         self.wz = nn.ParameterList(
-            [nn.Parameter(torch.empty(w_out, w_in)) for w_in, w_out in zip(widths, widths[1:])]
+            [nn.Parameter(torch.empty(w_out, w_in)) for w_in, w_out in itertools.pairwise(widths)]
         )
         self.out_z = nn.Parameter(torch.empty(widths[-1]))
         self.out_x = nn.Linear(dim, 1)
@@ -133,10 +135,14 @@ class ICNN(PotentialNet):
             self.register_parameter("quad", None)
         self.reset_parameters()
 
+    def _lin(self, k: int) -> nn.Linear:
+        """The input layer ``W^x_k`` (typed: ``nn.ModuleList`` items are plain modules)."""
+        return cast(nn.Linear, self.wx[k])
+
     def reset_parameters(self) -> None:
         """``u ~= |x|^2/2`` at initialization: ``A^T A = (1 - alpha) I``, small ``w^z``."""
-        for lin in self.wx:
-            lin.reset_parameters()
+        for k in range(len(self.wx)):
+            self._lin(k).reset_parameters()
         for wz in self.wz:
             nn.init.uniform_(wz, 0.0, 1.0 / wz.shape[1])
         nn.init.uniform_(self.out_z, 0.0, self.init_scale / self.widths[-1])
@@ -186,7 +192,7 @@ class ICNN(PotentialNet):
         for k in reversed(range(len(hs))):
             curvs[k] = dz * curvs[k]
             delta = dz * firsts[k]
-            grad = grad + delta @ self.wx[k].weight
+            grad = grad + delta @ self._lin(k).weight
             if k >= 1:
                 dz = delta @ self.wz[k - 1] + (dz if self.residual else 0.0)
         gram = None
@@ -229,11 +235,11 @@ class ICNN(PotentialNet):
         with torch.set_grad_enabled(create_graph):
             _, (firsts, curvs, gram) = self._sweep(x)
             n = x.shape[0]
-            w0 = self.wx[0].weight  # J_0 = W^x_0, shared by all particles
+            w0 = self._lin(0).weight  # J_0 = W^x_0, shared by all particles
             jacs = [w0.expand(n, -1, -1)]
             dzdx = firsts[0][:, :, None] * w0
             for k in range(1, len(firsts)):
-                jac = torch.matmul(self.wz[k - 1], dzdx) + self.wx[k].weight
+                jac = torch.matmul(self.wz[k - 1], dzdx) + self._lin(k).weight
                 jacs.append(jac)
                 if k + 1 < len(firsts):
                     step = firsts[k][:, :, None] * jac
@@ -269,11 +275,11 @@ class ICNN(PotentialNet):
             with torch.set_grad_enabled(create_graph):
                 # tangent sweep: a_k = J_k v
                 tangents = []
-                a = v @ self.wx[0].weight.T
+                a = v @ self._lin(0).weight.T
                 tangents.append(a)
                 dz = firsts[0][:, None, :] * a
                 for k in range(1, len(firsts)):
-                    a = dz @ self.wz[k - 1].T + v @ self.wx[k].weight.T
+                    a = dz @ self.wz[k - 1].T + v @ self._lin(k).weight.T
                     tangents.append(a)
                     step = firsts[k][:, None, :] * a
                     dz = dz + step if residual else step
@@ -284,7 +290,7 @@ class ICNN(PotentialNet):
                 lam: Tensor | float = 0.0
                 for k in reversed(range(len(firsts))):
                     mu = curvs[k][:, None, :] * tangents[k] + firsts[k][:, None, :] * lam
-                    out = out + mu @ self.wx[k].weight
+                    out = out + mu @ self._lin(k).weight
                     if k >= 1:
                         lam = mu @ self.wz[k - 1] + (lam if residual else 0.0)
             return out if create_graph else out.detach()

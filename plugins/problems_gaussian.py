@@ -140,7 +140,7 @@ def ideal_jko_step(
         Minv = np.linalg.inv(M)
         grad = G @ M @ S + S @ M @ G - S / tau - Minv
         grad = (grad + grad.T) / 2
-        if np.linalg.norm(grad) <= tol * max(1.0, np.linalg.norm(S / tau)):
+        if float(np.linalg.norm(grad)) <= tol * max(1.0, float(np.linalg.norm(S / tau))):
             break
 
         def hess(dm: np.ndarray, Minv: np.ndarray = Minv) -> np.ndarray:

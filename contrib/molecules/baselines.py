@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -259,7 +259,7 @@ def main_baselines(
         from jkoflow.flow import Flow
         from jkoflow.plugins.potentials import ficnn
 
-        widths = list(problem.settings["widths"])
+        widths = [int(w) for w in cast(list, problem.settings["widths"])]
         flow = Flow.load_maps(maps, lambda: ficnn(128, widths=widths))
         best = result["best"][-1] if result["best"] else rows[0]
         result["amortization"] = amortization(

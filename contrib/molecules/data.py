@@ -142,7 +142,7 @@ def qed(smiles: str) -> float:
     from rdkit import Chem, RDLogger
     from rdkit.Chem import QED
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # missing from rdkit stubs
     mol = Chem.MolFromSmiles(smiles) if smiles else None
     return float("nan") if mol is None else float(QED.qed(mol))
 

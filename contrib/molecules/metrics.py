@@ -27,7 +27,7 @@ MORGAN_BITS = 2048
 def _mol(smiles: str | None) -> Any:
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # missing from rdkit stubs
     if not smiles:
         return None
     return Chem.MolFromSmiles(smiles)

@@ -56,6 +56,8 @@ class QEDSurrogate(nn.Module):
         self.dim = int(dim)
         self.threshold = float(threshold)
         self.icnn = resicnn(dim, **self.net_config)
+        self.mean: Tensor
+        self.scale: Tensor
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 

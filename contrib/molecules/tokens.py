@@ -52,7 +52,7 @@ def canonicalize(smiles: str) -> str | None:
     """RDKit canonical SMILES, or ``None`` if empty / unparsable."""
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    RDLogger.DisableLog("rdApp.*")  # type: ignore[attr-defined]  # missing from rdkit stubs
     if not smiles:
         return None
     mol = Chem.MolFromSmiles(smiles)

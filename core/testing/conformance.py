@@ -73,6 +73,7 @@ def _accepts(factory: Callable[..., Any], name: str) -> bool:
 def _build(
     factory: Callable[..., Any], params: Mapping[str, Any], dim: int | None, registry: Registry
 ) -> Any:
+    accepted: Mapping[str, inspect.Parameter]
     try:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
