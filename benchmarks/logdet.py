@@ -36,8 +36,9 @@ from jkoflow.plugins.estimators import (
     HutchPPLogDet,
     SLQLogDet,
 )
-from jkoflow.plugins.potentials import ICNN, ficnn
+from jkoflow.plugins.potentials import ICNN
 from jkoflow.potential import PotentialNet
+from jkoflow.testing.strategies import random_icnn
 
 CONFIGS: list[tuple[str, Any]] = [
     ("exact", ExactLogDet),
@@ -84,15 +85,8 @@ class _GenericHessian(LogDetEstimator):
 
 
 def make_icnn(dim: int, seed: int = 0) -> ICNN:
-    torch.manual_seed(seed)
-    net = ficnn(dim, widths=(64, 64), init_scale=1.0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        q, _ = torch.linalg.qr(torch.randn(dim, dim))
-        net.quad.copy_((q * torch.linspace(1.0, 3.0, dim)) @ q.T)
-    net.project()
-    return net
+    """The shared fixed-seed test ICNN (:func:`jkoflow.testing.strategies.random_icnn`), widths 64."""
+    return random_icnn(dim, seed=seed, widths=(64, 64))  # type: ignore[return-value]
 
 
 def measure(

@@ -38,6 +38,7 @@ from jkoflow.plugins.potentials import ficnn, resicnn
 from jkoflow.potential import PotentialNet
 from jkoflow.registry import default_registry
 from jkoflow.spec import SpecError, resolve
+from jkoflow.testing import strategies
 from torch import Tensor, nn
 
 NAMES = default_registry().names("logdet")
@@ -98,15 +99,7 @@ def spd(dim: int, kappa: float, seed: int, dtype: torch.dtype = torch.float64) -
 
 
 def random_icnn(dim: int, seed: int) -> PotentialNet:
-    torch.manual_seed(seed)
-    net = ficnn(dim, widths=(32, 32), init_scale=1.0)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-        q, _ = torch.linalg.qr(torch.randn(dim, dim))
-        net.quad.copy_((q * torch.linspace(1.0, 3.0, dim)) @ q.T)
-    net.project()
-    return net
+    return strategies.random_icnn(dim, seed=seed, widths=(32, 32))
 
 
 def exact_reference(potential: PotentialNet, x: Tensor) -> tuple[Tensor, list[Tensor]]:

@@ -35,8 +35,10 @@ from jkoflow.convexity import (
     ConvexFn,
     Counterexample,
     Region,
+    as_float64,
     box_of,
     resolve_region,
+    row_hessian,
     sweep_convexity,
 )
 from jkoflow.divergence import Divergence
@@ -139,33 +141,8 @@ def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> tuple[bool, float]
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol)), err
 
 
-def _as_float64(f: ConvexFn) -> ConvexFn:
-    """A float64 copy of a module (so checks are not drowned by float32 rounding)."""
-    if isinstance(f, torch.nn.Module):
-        return copy.deepcopy(f).double()
-    return f
-
-
-def _row_hessian(f: ConvexFn, z: Tensor) -> Tensor | None:
-    """Hessians ``(n, d, d)`` of a row-wise ``f`` by autograd, or ``None`` when ``f`` is not
-    differentiable by torch (e.g. computed in numpy)."""
-    if isinstance(f, PotentialNet):
-        return f.hessian(z, create_graph=False)
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        out = f(z)
-        if not isinstance(out, Tensor) or not out.requires_grad:
-            return None
-        (g,) = torch.autograd.grad(out.sum(), z, create_graph=True)
-        rows = []
-        for j in range(z.shape[1]):
-            if not g.requires_grad:  # affine f: zero Hessian
-                rows.append(torch.zeros_like(z))
-                continue
-            (r,) = torch.autograd.grad(g[:, j].sum(), z, retain_graph=True, allow_unused=True)
-            rows.append(torch.zeros_like(z) if r is None else r)
-    h = torch.stack(rows, dim=1).detach()
-    return 0.5 * (h + h.transpose(1, 2))
+_as_float64 = as_float64  # the helpers now live in jkoflow.convexity
+_row_hessian = row_hessian
 
 
 # --- convexity --------------------------------------------------------------------------

@@ -352,3 +352,34 @@ def random_convex_potential(
 
 
 __all__ += ["random_convex_potential"]
+
+
+def random_icnn(
+    dim: int,
+    seed: int = 0,
+    widths: tuple[int, ...] = (32, 32),
+    spectrum: tuple[float, float] = (1.0, 3.0),
+    registry: Any = None,
+) -> PotentialNet:
+    """A fixed-seed, far-from-initial FICNN for estimator tests and benchmarks.
+
+    The registered ``ficnn`` with ``init_scale = 1``, every parameter perturbed by
+    ``0.2 N(0, 1)``, then projected (convex again), and its learned quadratic set to
+    ``Q diag(linspace(*spectrum)) Q^T`` for a random rotation ``Q``: the net's Hessian is the
+    quadratic's plus the ridge curvature, varies from point to point, and
+    :meth:`hessian_baseline` (the quadratic) is a useful, not exact, preconditioner.
+    """
+    from jkoflow.registry import default_registry
+
+    torch.manual_seed(seed)
+    net = (registry or default_registry()).get("net", "ficnn")(dim, widths=widths, init_scale=1.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        q, _ = torch.linalg.qr(torch.randn(dim, dim))
+        net.quad.copy_((q * torch.linspace(spectrum[0], spectrum[1], dim)) @ q.T)
+    net.project()
+    return net
+
+
+__all__ += ["random_icnn"]
