@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from jkoflow.files import atomic_path, atomic_write_text
 from jkoflow.flow import Flow
 

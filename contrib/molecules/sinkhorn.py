@@ -44,7 +44,7 @@ def _cost(x: Tensor, y: Tensor) -> Tensor:
 
 def _eps_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
     """``diameter^2, (diameter*scaling)^2, ..., blur^2`` (geomloss's epsilon-scaling)."""
-    steps = max(int(math.ceil(math.log(max(diameter, blur) / blur) / math.log(1.0 / scaling))), 0)
+    steps = max(math.ceil(math.log(max(diameter, blur) / blur) / math.log(1.0 / scaling)), 0)
     return [max(diameter * scaling**k, blur) ** 2 for k in range(steps + 1)] + [blur**2]
 
 

@@ -161,7 +161,7 @@ class MolTokenizer:
 
             try:
                 text = sf.decoder(text) or ""
-            except Exception:  # malformed SELFIES strings are rare but possible
+            except Exception:  # noqa: BLE001 - malformed SELFIES strings are rare; any decoder error means no molecule
                 text = ""
         can = canonicalize(text)
         return can if can is not None else text

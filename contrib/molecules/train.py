@@ -314,7 +314,7 @@ def train_vae(
         for i in idx:
             try:
                 seqs.append(vae.tokenizer.encode(train_smiles[i]))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a molecule the tokenizer cannot encode is skipped, and counted
                 state["skipped"] += 1
         if not seqs:
             continue
