@@ -1,9 +1,16 @@
 """The ``jkoflow`` command line.
 
-jkoflow [--threads N] [--debug] [--version]
+jkoflow [--threads N] [--debug] [--version] COMMAND ...
+
+The commands come from plugins through the hook ``jkoflow_add_commands`` (see
+:mod:`jkoflow.registry`): the built-in plugin ``jkoflow.plugins.commands`` adds
+
 jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--seed S] [--allow-import MODULE]
 jkoflow plugins [--json]
-jkoflow bench pde [...]           (validation suite; see ``jkoflow bench pde --help``)
+
+and other plugins add theirs. The one command of core is
+
+jkoflow bench SUITE [...]         (the suites of the hook ``jkoflow_bench_suites``; ``jkoflow bench --help``)
 
 Errors are one line on stderr and an exit code: 2 for bad input (a bad flag, spec or output
 directory), 1 for a run that failed, 130 for an interrupted one; ``--debug`` re-raises instead,
@@ -13,238 +20,81 @@ to show the full traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
 import os
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import attrs
 import torch
 
 from . import __version__
-from .flow import Flow
-from .registry import RegistryError, default_registry
-
-DEFAULT_PROBLEM = "heat"
+from .registry import Registry, RegistryError, default_registry, suite_main
 
 
 @attrs.define
-class _State:
-    """What :func:`main` needs to report an exception that :func:`_main` let through."""
+class CommandContext:
+    """What a command handler gets besides its parsed arguments: ``handler(args, ctx)``.
+
+    ``registry`` is the plugin registry the command line was built from; ``rest`` the arguments
+    the command's parser did not recognise (empty unless the parser sets
+    ``set_defaults(extra_args=True)``); ``parser`` the ``jkoflow`` parser (``parser.error(...)``
+    exits 2). :func:`main` reports an exception a handler lets through by ``phase``, which the
+    handler advances: "start" (parsing, plugin loading), "load" (reading an input file), "build"
+    (resolving and building a spec), "run" (the run and writing its outputs); a ValueError,
+    TypeError or OSError in "load" or "build" is bad input (exit 2), elsewhere a failure (exit 1).
+    """
 
     command: str | None = None
     debug: bool = False
-    #: "start" (parsing, plugin loading), "load" (reading the spec file), "build" (resolving and
-    #: building the spec), "run" (the run and writing its outputs)
     phase: str = "start"
+    registry: Registry | None = None
+    rest: list[str] = attrs.field(factory=list)
+    parser: argparse.ArgumentParser | None = None
 
 
-def _run(args: argparse.Namespace, state: _State | None = None) -> int:
-    from . import spec as specmod
-    from .report import plot_summary, step_record, write_metrics, write_particles
-    from .solver import FlowDivergedError
-
-    state = state or _State(command="run")
-    registry = default_registry()
-    if args.target is not None and not args.target.strip():
-        print(
-            "jkoflow run: an empty target: expected a spec file (SPEC.toml) or a problem name",
-            file=sys.stderr,
-        )
-        return 2
-    if args.out is not None and not args.out.strip():
-        print("jkoflow run: --out '': expected a directory path", file=sys.stderr)
-        return 2
-    target = args.target or DEFAULT_PROBLEM
-    if target.endswith(".toml") or Path(target).is_file():
-        state.phase = "load"
-        raw = specmod.load(target)
-        name = Path(target).stem
-    elif target in registry.names("problem"):
-        raw = {"problem": target}
-        name = target
-    else:
-        close = registry.names("problem")
-        print(
-            f"jkoflow run: {target!r} is neither a spec file nor a problem (problems: {', '.join(close)})",
-            file=sys.stderr,
-        )
-        return 2
-    state.phase = "build"
-    if args.steps is not None:
-        solver = raw.setdefault("solver", {})
-        if not isinstance(solver, dict):
-            raise specmod.SpecError("solver", f"expected a table, got {solver!r}")
-        solver["steps"] = args.steps
-    if args.seed is not None:
-        raw["seed"] = args.seed
-    out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    created = [d for d in (out, *out.parents) if not d.exists()]
-    problem = _prepare_out(out)
-    if problem:
-        _remove_empty(created)
-        print(f"jkoflow run: --out {str(out)!r} {problem}", file=sys.stderr)
-        return 2
-    kwargs: dict[str, tuple[str, ...]] = {}
-    if "allow_imports" in inspect.signature(specmod.build).parameters:
-        kwargs["allow_imports"] = tuple(args.allow_import)
-    elif args.allow_import:
-        print("jkoflow run: this jkoflow does not support --allow-import; ignoring it", file=sys.stderr)
-    try:
-        run = specmod.build(raw, registry, **kwargs)
-    except BaseException:
-        _remove_empty(created)  # a spec that does not build leaves no empty output directory
-        raise
-    state.phase = "run"
-    for name_ in getattr(run, "imports", []):
-        print(f"jkoflow run: imported {name_!r} (allowed by --allow-import)", file=sys.stderr)
-    specmod.dump(specmod.public(run.spec), out / "spec.toml")
-    t0 = run.problem.t0 if run.problem is not None else 0.0
-    records: list[dict[str, object]] = []
-
-    latest: list[Flow] = []
-
-    def on_step(flow: Flow) -> None:
-        records.append(step_record(flow, flow.steps, run.problem_metrics(flow), t0))
-        write_metrics(records, out)
-        latest[:] = [flow]
-
-    status = 0
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        flow = run.execute(progress=not args.no_progress, callback=on_step)
-    except FlowDivergedError as exc:
-        if state.debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"jkoflow run: {exc}; writing the {exc.flow.steps} completed steps to {out}", file=sys.stderr)
-        flow, status = exc.flow, 1
-    except KeyboardInterrupt:
-        if not latest:
-            print(f"jkoflow run: interrupted before step 0; only spec.toml is in {out}", file=sys.stderr)
-            return 130
-        flow, status = _completed(latest[0], len(records) - 1), 130
-        print(f"jkoflow run: interrupted; writing the {flow.steps} completed steps to {out}", file=sys.stderr)
-    except Exception as exc:  # any other failure mid-run: keep every completed step, then exit 1
-        if not latest:
-            raise
-        if state.debug:
-            import traceback
-
-            traceback.print_exc()
-        flow, status = _completed(latest[0], len(records) - 1), 1
-        message = " ".join(str(exc).split())
-        print(
-            f"jkoflow run: {type(exc).__name__}: {message}; writing the {flow.steps} completed steps to {out}"
-            f"{'' if state.debug else ' (rerun with --debug for the traceback)'}",
-            file=sys.stderr,
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    write_particles(flow, out)
-    flow.save(out / "maps.pt", potential_spec=run.spec["potential"])
-    plot_summary(flow, records, run.problem, out / "summary.png", title=name)
-    last = records[-1]
-    mean_seconds = sum(r.seconds for r in flow.records) / max(flow.steps, 1)
-    extras = ", ".join(
-        f"{k}={v:.4g}"
-        for k, v in last.items()
-        if k not in ("step", "t", "seconds", "t_physical", "lr_drops") and isinstance(v, float)
-    )
-    print(f"{flow.steps} steps, {mean_seconds:.3g} s/step; last step: {extras}")
-    print(f"wrote {out}/ (spec.toml, metrics.json, particles.npz, maps.pt, summary.png)")
-    return status
+_State = CommandContext  # the former name
 
 
-def _prepare_out(out: Path) -> str | None:
-    """Create the output directory ``out`` and probe that it is writable; why not, or None."""
-    if out.exists() and not out.is_dir():
-        return "is an existing file, not a directory"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot be created: {_os_reason(exc)}"
-    try:
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".jkoflow-probe-"):
-            pass
-    except OSError as exc:
-        return f"is not writable: {_os_reason(exc)}"
-    return None
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    """Remove ``directories`` (deepest first) while they are empty."""
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-
-
-def _os_reason(exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    """SIGTERM ends a run as Ctrl-C does: the completed steps are written, then exit 130."""
-    raise KeyboardInterrupt
-
-
-def _completed(flow: Flow, steps: int) -> Flow:
-    """The first ``steps`` JKO steps of ``flow`` (an interrupt may land while a step is appended)."""
-    return attrs.evolve(
-        flow,
-        potentials=flow.potentials[:steps],
-        particles=flow.particles[: steps + 1],
-        log_densities=flow.log_densities[: steps + 1],
-        records=flow.records[:steps],
-    )
-
-
-def _plugins(args: argparse.Namespace) -> int:
-    registry = default_registry()
-    listing = registry.listing()
-    if args.json:
-        print(json.dumps(listing, indent=1))
-    else:
-        for kind, entries in listing.items():
-            print(f"{kind}:")
-            for name, provider in entries.items():
-                print(f"  {name:<28} ({provider})")
-    for failure in registry.failures:
-        print(failure.describe(), file=sys.stderr)
-    return 0
-
-
-def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    import importlib
-
-    modules = {"pde": "jkoflow.bench_pde", "molecules": "jkoflow.contrib.molecules.bench"}
+def _bench(args: argparse.Namespace, ctx: CommandContext) -> int | None:
+    """``jkoflow bench SUITE ARGS...``: run the suite a plugin gave through ``jkoflow_bench_suites``."""
+    assert ctx.registry is not None
+    suites = ctx.registry.bench_suites()
+    names = sorted(suites)
     if args.suite is None:
-        print(f"jkoflow bench: no suite given; expected one of {sorted(modules)}", file=sys.stderr)
+        if any(a in ("-h", "--help") for a in ctx.rest):
+            print(_bench_help(suites))
+            return 0
+        print(f"jkoflow bench: no suite given; expected one of {names}", file=sys.stderr)
         return 2
-    if args.suite not in modules:
-        print(
-            f"jkoflow bench: unknown suite {args.suite!r}; expected one of {sorted(modules)}", file=sys.stderr
-        )
+    if args.suite not in suites:
+        print(f"jkoflow bench: unknown suite {args.suite!r}; expected one of {names}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(modules[args.suite])
-    except ImportError as exc:
-        print(f"jkoflow bench {args.suite}: not available ({exc})", file=sys.stderr)
-        return 2
-    return int(module.main(rest) or 0)
+    main_ = suite_main(suites[args.suite])
+    assert main_ is not None  # the registry keeps only runnable suites
+    return main_(list(ctx.rest))  # type: ignore[no-any-return]
 
 
-def _positive_int(text: str) -> int:
-    """An argparse ``type=``: a positive integer."""
+def _bench_help(suites: dict[str, Any]) -> str:
+    lines = [
+        "usage: jkoflow bench SUITE [ARGS...]",
+        "",
+        "Run a benchmark suite; `jkoflow bench SUITE --help` shows its arguments.",
+        "",
+        "suites:",
+    ]
+    for name in sorted(suites):
+        doc = (getattr(suites[name], "__doc__", None) or "").strip()
+        summary = " ".join(doc.split("\n\n")[0].split())
+        summary = summary.removeprefix(f"``jkoflow bench {name}``: ")
+        lines.append(f"  {name:<12} {summary}".rstrip())
+    if not suites:
+        lines.append("  (none: no installed plugin gives one)")
+    return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type=``: a positive integer (for plugins' commands too)."""
     try:
         value = int(text)
     except ValueError:
@@ -254,58 +104,44 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_positive_int = positive_int  # the former name
+
 DEBUG_HELP = "show the full traceback of an error instead of a one-line message"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The ``jkoflow`` parser: global options, every plugin's commands (hook
+    ``jkoflow_add_commands`` on ``registry``, default: :func:`default_registry`) and ``bench``."""
     parser = argparse.ArgumentParser(prog="jkoflow", description="JKO-ICNN Wasserstein gradient flows")
     parser.add_argument("--version", action="version", version=f"jkoflow {__version__}")
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="torch CPU threads (default: torch's choice)",
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a spec file or a named problem")
-    run.add_argument("target", nargs="?", help=f"SPEC.toml or a problem name (default: {DEFAULT_PROBLEM})")
-    run.add_argument("--steps", type=_positive_int, metavar="N", help="override solver.steps")
-    run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
-    run.add_argument("--seed", type=int, help="override the seed")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="allow import strings 'MODULE.sub:attr' from MODULE (and its submodules) in this spec; "
-        "without it a spec can only name registered plugins",
-    )
-    # SUPPRESS: without --debug here, the subparser must not reset a global --debug to False
-    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-    plugins = sub.add_parser("plugins", help="list registered plugins by kind with their package")
-    plugins.add_argument("--json", action="store_true", help="print {kind: {name: provider}} as JSON")
-    bench = sub.add_parser("bench", help="benchmark suites (pde, molecules)", add_help=False)
-    bench.add_argument("suite", nargs="?", help="pde or molecules")
-    molecules = sub.add_parser(
-        "molecules", help="molecular tools (needs the 'molecules' extra)", add_help=False
-    )
-    molecules.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="benchmark suites (jkoflow bench --help lists them)", add_help=False)
+    bench.add_argument("suite", nargs="?", help="the suite's name")
+    bench.set_defaults(handler=_bench, extra_args=True)
+    registry = registry if registry is not None else default_registry()
+    registry.add_commands(sub)  # core's own command first: a plugin cannot take its name
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
     """The ``jkoflow`` command: :func:`_main`, with its errors as one line and an exit code.
 
     2: bad input (a spec, registry or argument error, or a ValueError/TypeError/OSError while
     the spec is read, resolved and built); 1: any other error; 130: interrupted. ``--debug``
-    re-raises instead.
+    re-raises instead. ``registry`` (default: :func:`default_registry`) gives the commands, the
+    bench suites and every plugin the commands use.
     """
-    state = _State()
+    state = CommandContext()
     try:
-        return _main(argv, state)
+        return _main(argv, state, registry)
     except KeyboardInterrupt:
         if state.debug:
             raise
@@ -330,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _prog(state: _State) -> str:
+def _prog(state: CommandContext) -> str:
     return f"jkoflow {state.command}" if state.command else "jkoflow"
 
 
@@ -338,10 +174,32 @@ def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _main(argv: Sequence[str] | None = None, state: _State | None = None) -> int:
+def _peek(argv: Sequence[str]) -> tuple[str | None, bool]:
+    """The command named in ``argv`` and whether the global ``--debug`` precedes it, read before
+    the parser exists (the plugins that make it may fail, and the error names the command)."""
+    debug = False
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--debug":
+            debug = True
+        elif token == "--threads":
+            next(tokens, None)
+        elif token == "--" or not token.startswith("-"):
+            return (next(tokens, None) if token == "--" else token), debug
+    return None, debug
+
+
+def _main(
+    argv: Sequence[str] | None = None, state: CommandContext | None = None, registry: Registry | None = None
+) -> int:
     """Parse ``argv`` and run the command; errors propagate (:func:`main` reports them)."""
-    state = state if state is not None else _State()
-    parser = build_parser()
+    state = state if state is not None else CommandContext()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    state.command, state.debug = _peek(argv)
+    registry = registry if registry is not None else default_registry()
+    state.registry = registry
+    parser = build_parser(registry)
+    state.parser = parser
     args, rest = parser.parse_known_args(argv)
     state.command, state.debug = args.command, bool(args.debug)
     if args.threads:
@@ -352,25 +210,18 @@ def _main(argv: Sequence[str] | None = None, state: _State | None = None) -> int
                 file=sys.stderr,
             )
         torch.set_num_threads(args.threads)
-    if args.command == "run":
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return _run(args, state)
-    if args.command == "plugins":
-        return _plugins(args)
-    if args.command == "bench":
-        return _bench(args, rest)
-    if args.command == "molecules":
-        try:
-            from jkoflow.contrib.molecules.cli import main as molecules_main
-        except ImportError as exc:
-            print(
-                f"jkoflow molecules: not available ({exc}); install with pip install 'jkoflow[molecules]'",
-                file=sys.stderr,
-            )
-            return 2
-        return int(molecules_main(list(args.rest) + rest) or 0)
-    return 2
+    if rest and not getattr(args, "extra_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    state.rest = rest
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        print(
+            f"jkoflow {args.command}: the plugin that adds this command sets no handler "
+            "(parser.set_defaults(handler=...))",
+            file=sys.stderr,
+        )
+        return 1
+    return int(handler(args, state) or 0)
 
 
 if __name__ == "__main__":

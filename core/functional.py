@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import attrs
 from torch import Tensor
@@ -138,6 +139,22 @@ class WeightedSum(Functional):
         return " + ".join(f"{w:g}*{f!r}" for w, f in self._terms)
 
 
+@runtime_checkable
+class ReferenceTerm(Protocol):
+    """A term that tells the exact 1-D reference (:mod:`jkoflow.reference`) what it is.
+
+    ``reference_parts()`` returns some of ``{"V": V, "W": W, "f": f}``: ``V`` the potential of a
+    potential energy ``int V d rho`` (a torch callable, ``(n, 1) -> (n,)``), ``W`` the kernel of an
+    interaction energy ``1/2 int int W(x - y) d rho d rho`` (``(..., 1) -> (...)``), ``f`` the
+    convex density of an internal energy ``int f(rho)`` (an object with ``f_over_r(log r)``
+    ``= f(r) / r``); the term is the sum of the parts it returns, unweighted (the functional's
+    weights apply on top). Optional: the reference reads a term without it by its attributes
+    ``V``, ``W`` or ``f`` (:func:`jkoflow.reference.reference_parts`).
+    """
+
+    def reference_parts(self) -> Mapping[str, object]: ...
+
+
 def total(functionals: Iterable[Functional]) -> Functional:
     """Sum of functionals (``sum`` with a readable error on an empty list)."""
     items = list(functionals)
@@ -149,4 +166,4 @@ def total(functionals: Iterable[Functional]) -> Functional:
     return out
 
 
-__all__ = ["Functional", "LogDet", "Need", "StepContext", "WeightedSum", "total"]
+__all__ = ["Functional", "LogDet", "Need", "ReferenceTerm", "StepContext", "WeightedSum", "total"]

@@ -31,6 +31,7 @@ derivatives come from autograd in float64.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -64,28 +65,68 @@ def _derivs(fn: Callable[[Tensor], Tensor], s: np.ndarray) -> tuple[np.ndarray, 
     return val.detach().numpy(), d1.detach().numpy(), d2.detach().numpy()
 
 
-def energy_from_functional(functional: object) -> Energy1D:
-    """Read the 1-D energy off a jkoflow functional by duck typing its weighted terms.
+REFERENCE_PARTS = ("V", "W", "f")
+"""The keys of :func:`reference_parts`: potential ``V``, interaction kernel ``W``, internal ``f``."""
 
-    A term with attribute ``V`` is a potential energy, with ``W`` an interaction energy, with
-    ``f`` (an internal-energy density exposing ``f_over_r(log r)``) an internal energy. Any other
-    term raises ``TypeError`` naming it: the reference covers these three kinds only.
+
+def reference_parts(term: object) -> dict[str, Any]:
+    """What the 1-D reference reads off one (unweighted) term: ``{"V": V}`` for a potential energy
+    ``int V d rho``, ``{"W": W}`` for an interaction energy, ``{"f": f}`` for an internal energy
+    (``f`` exposing ``f_over_r(log r)``); several keys for a term that is their sum; ``{}`` for
+    a term of another kind.
+
+    A term declares its parts with ``reference_parts()`` (the protocol
+    :class:`jkoflow.functional.ReferenceTerm`). A term that does not is read as before by its
+    attributes: a callable ``V``, else a callable ``W``, else an ``f`` with ``f_over_r``. This is
+    the one place that reads terms so; every user of the reference (``jkoflow bench pde``
+    included) goes through it.
+    """
+    declared = getattr(term, "reference_parts", None)
+    if callable(declared):
+        parts = dict(declared())
+        unknown = sorted(set(parts) - set(REFERENCE_PARTS))
+        if unknown:
+            raise TypeError(
+                f"term {term!r}: reference_parts() gave {unknown}; expected keys among {list(REFERENCE_PARTS)}"
+            )
+        return parts
+    V, W, f = (getattr(term, name, None) for name in REFERENCE_PARTS)
+    if callable(V):
+        return {"V": V}
+    if callable(W):
+        return {"W": W}
+    if f is not None and hasattr(f, "f_over_r"):
+        return {"f": f}
+    return {}
+
+
+def _r_times_f_over_r(f_over_r: Callable[[Tensor], Tensor]) -> Fn:
+    """``r -> r f_over_r(log r) = f(r)``."""
+    return lambda r: r * f_over_r(torch.log(r))
+
+
+def energy_from_functional(functional: object) -> Energy1D:
+    """Read the 1-D energy off a jkoflow functional: the :func:`reference_parts` of its weighted terms.
+
+    A potential ``V`` and a kernel ``W`` enter as they are, an internal-energy density ``f`` through
+    ``r f(r) = r f_over_r(log r)``. A term with no part raises ``TypeError`` naming it: the
+    reference covers these three kinds only.
     """
     f_parts: list[tuple[float, Callable[[Tensor], Tensor]]] = []
     v_parts: list[tuple[float, Callable[[Tensor], Tensor]]] = []
     w_parts: list[tuple[float, Callable[[Tensor], Tensor]]] = []
     for weight, term in functional.terms():  # type: ignore[attr-defined]
-        if hasattr(term, "V") and callable(term.V):
-            v_parts.append((weight, term.V))
-        elif hasattr(term, "W") and callable(term.W):
-            w_parts.append((weight, term.W))
-        elif hasattr(term, "f") and hasattr(term.f, "f_over_r"):
-            fo = term.f.f_over_r
-            f_parts.append((weight, lambda r, fo=fo: r * fo(torch.log(r))))
-        else:
+        parts = reference_parts(term)
+        if not parts:
             raise TypeError(
                 f"term {term!r}: the 1-D reference handles potential (V), interaction (W) and internal (f) energies only"
             )
+        if "V" in parts:
+            v_parts.append((weight, parts["V"]))
+        if "W" in parts:
+            w_parts.append((weight, parts["W"]))
+        if "f" in parts:
+            f_parts.append((weight, _r_times_f_over_r(parts["f"].f_over_r)))
 
     def combine(parts: list[tuple[float, Callable[[Tensor], Tensor]]], lift: bool) -> Fn | None:
         if not parts:
@@ -284,4 +325,5 @@ __all__ = [
     "energy_from_functional",
     "ideal_jko",
     "quantiles",
+    "reference_parts",
 ]

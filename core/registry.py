@@ -13,9 +13,25 @@ Plugins (built-ins included) are modules or objects implementing the hook
     def jkoflow_register(registry):
         registry.add("functional", "double_well", DoubleWell)
 
+Two more hooks reach the command line: :func:`jkoflow_add_commands` adds ``jkoflow``
+subcommands (``jkoflow run`` and ``jkoflow plugins`` arrive this way, from the built-in plugin
+``jkoflow.plugins.commands``) and :func:`jkoflow_bench_suites` names the suites of
+``jkoflow bench NAME``::
+
+    @hookimpl
+    def jkoflow_add_commands(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("--name", default="world")
+        p.set_defaults(handler=lambda args, ctx: print(f"hello {args.name}"))
+
+    @hookimpl
+    def jkoflow_bench_suites():
+        return {"mine": mypkg.bench}  # a module with main(argv), or a callable main(argv)
+
 The registry loads jkoflow's own entry points first, then third-party ones (sorted by
-distribution name). A plugin that fails to import is recorded in :attr:`Registry.failures`
-and reported with its package name, without taking the others down.
+distribution name), and calls every hook in that order. A plugin that fails to import is
+recorded in :attr:`Registry.failures` and reported with its package name, without taking the
+others down; so is one whose command or bench-suite hook fails.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ import functools
 import importlib
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -59,6 +75,28 @@ class HookSpecs:
     @hookspec
     def jkoflow_register(self, registry: Registry) -> None:  # type: ignore[empty-body]
         """Add this plugin's entries with ``registry.add(kind, name, factory)``."""
+
+    @hookspec
+    def jkoflow_add_commands(self, subparsers: Any) -> None:  # type: ignore[empty-body]
+        """Add ``jkoflow`` subcommands to ``subparsers`` (the argparse subparsers of the ``jkoflow``
+        parser; use its ``add_parser`` as usual).
+
+        Each command's parser sets ``set_defaults(handler=fn)``: ``jkoflow NAME ...`` calls
+        ``fn(args, ctx)`` with the parsed namespace and a :class:`jkoflow.cli.CommandContext`
+        (``ctx.registry``, ``ctx.rest``, ``ctx.phase``) and exits with its return value (``None``
+        is 0). Arguments the parser does not know are an error unless the parser also sets
+        ``set_defaults(extra_args=True)``; they are then in ``ctx.rest``. A name another plugin
+        already added is refused (:class:`DuplicateNameError`, recorded as a failure of the later
+        plugin)."""
+
+    @hookspec
+    def jkoflow_bench_suites(self) -> dict[str, Any]:  # type: ignore[empty-body]
+        """``{name: suite}``: the suites this plugin adds to ``jkoflow bench NAME ARGS...``.
+
+        A suite is a module with a function ``main(argv) -> int | None`` or such a callable
+        itself; ``jkoflow bench NAME ARGS...`` calls it with ``ARGS`` and exits with its return
+        value. Called only when ``jkoflow bench`` runs (import heavy modules here, not at the
+        plugin's import)."""
 
 
 class RegistryError(LookupError):
@@ -226,6 +264,7 @@ class Registry:
         self._manager.add_hookspecs(HookSpecs)
         self._providers: dict[int, str] = {}
         self._provider: str | None = None
+        self._plugins: list[tuple[object, str]] = []  # in registration order: the hooks' call order
 
     # --- filling ------------------------------------------------------------------------
     def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
@@ -244,6 +283,7 @@ class Registry:
         """Register a plugin object (module or instance with hook implementations) now."""
         self._manager.register(plugin)
         self._providers[id(plugin)] = provider
+        self._plugins.append((plugin, provider))
         impls = [i for i in self._manager.hook.jkoflow_register.get_hookimpls() if i.plugin is plugin]
         for impl in impls:
             self._provider = provider
@@ -288,6 +328,75 @@ class Registry:
                 continue
             self.register(plugin, provider)
 
+    # --- command line -------------------------------------------------------------------
+    def add_commands(self, subparsers: Any) -> dict[str, str]:
+        """Let every plugin add its subcommands to ``subparsers`` (hook :func:`jkoflow_add_commands`,
+        plugins in load order); returns ``{command: provider}``.
+
+        A plugin whose hook raises (a name already taken included) is recorded in
+        :attr:`failures` and warned about; the commands of the others are still added."""
+        owners: dict[str, str] = {}
+        for plugin, provider, function in self._hook_functions("jkoflow_add_commands"):
+            try:
+                function(subparsers=_Subparsers(subparsers, owners, provider))
+            except Exception as exc:  # noqa: BLE001 - a third party's bug must not take the CLI down
+                self._hook_failed(plugin, provider, "jkoflow_add_commands", exc, "its commands")
+        return owners
+
+    def bench_suites(self) -> dict[str, Any]:
+        """``{name: suite}`` from every plugin's :func:`jkoflow_bench_suites` (load order); a suite is a
+        module with ``main(argv)`` or a callable ``main(argv)``.
+
+        A plugin whose hook raises or returns something else than such a dict, or a name an earlier
+        plugin gave, is recorded in :attr:`failures` and warned about (none of its suites is
+        added); the suites of the others are kept."""
+        suites: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        for plugin, provider, function in self._hook_functions("jkoflow_bench_suites"):
+            try:
+                given = function()
+                if given is None:
+                    continue
+                if not isinstance(given, Mapping):
+                    raise TypeError(f"expected a dict {{name: suite}}, got {type(given).__name__}")
+                for name, suite in given.items():
+                    if not isinstance(name, str) or not name:
+                        raise TypeError(f"suite name {name!r}: expected a non-empty string")
+                    if suite_main(suite) is None:
+                        raise TypeError(
+                            f"suite {name!r}: expected a module with main(argv) or a callable, got {suite!r}"
+                        )
+                    if name in owners:
+                        raise DuplicateNameError(
+                            f"bench suite {name!r} is given twice: by {owners[name]!r} and by {provider!r}"
+                        )
+            except Exception as exc:  # noqa: BLE001 - a third party's bug must not take the CLI down
+                self._hook_failed(plugin, provider, "jkoflow_bench_suites", exc, "its bench suites")
+                continue
+            for name, suite in given.items():
+                suites[name], owners[name] = suite, provider
+        return suites
+
+    def _hook_functions(self, hook: str) -> Iterator[tuple[object, str, Callable[..., Any]]]:
+        """``(plugin, provider, implementation)`` of ``hook`` for every registered plugin, in order."""
+        impls = getattr(self._manager.hook, hook).get_hookimpls()
+        for plugin, provider in list(self._plugins):
+            for impl in impls:
+                if impl.plugin is plugin:
+                    yield plugin, provider, impl.function
+
+    def _hook_failed(self, plugin: object, provider: str, hook: str, exc: Exception, lost: str) -> None:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        failure = PluginFailure(provider, f"{name} ({hook})", f"{type(exc).__name__}: {exc}")
+        if failure not in self.failures:  # the CLI may call a hook more than once per process
+            self.failures.append(failure)
+        warnings.warn(
+            f"jkoflow plugin {name!r} from package {provider!r}: {hook} failed ({failure.error}); "
+            f"{lost} are unavailable",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     # --- lookup -------------------------------------------------------------------------
     def entry(self, kind: str, name: str) -> Entry:
         """The entry ``kind``/``name``; :class:`UnknownNameError` lists close matches."""
@@ -326,6 +435,42 @@ class Registry:
         return {
             kind: {n: e.provider for n, e in sorted(ents.items())} for kind, ents in self._entries.items()
         }
+
+
+class _Subparsers:
+    """The argparse subparsers a :func:`jkoflow_add_commands` hook gets: ``add_parser`` refuses a
+    command name (or alias) that another plugin added, naming both packages, and records the
+    provider of each; everything else is the argparse object's."""
+
+    def __init__(self, action: Any, owners: dict[str, str], provider: str) -> None:
+        self._action, self._owners, self._provider = action, owners, provider
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        names = [name, *kwargs.get("aliases", ())]
+        for n in names:
+            owner = self._owners.get(n)
+            if owner is None and n in getattr(self._action, "choices", {}):
+                owner = "jkoflow"  # a command of the core parser (jkoflow bench)
+            if owner is not None:
+                raise DuplicateNameError(
+                    f"command {n!r} is added twice: by {owner!r} and by {self._provider!r}"
+                )
+        parser = self._action.add_parser(name, **kwargs)
+        for n in names:
+            self._owners[n] = self._provider
+        return parser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._action, name)
+
+
+def suite_main(suite: Any) -> Callable[..., Any] | None:
+    """The ``main(argv)`` of a bench suite: the module's (or object's) ``main``, or the suite itself
+    when it is callable; ``None`` when it is neither."""
+    main = getattr(suite, "main", None)
+    if callable(main):
+        return main  # type: ignore[no-any-return]
+    return suite if callable(suite) else None
 
 
 def _dist_name(ep: Any) -> str:

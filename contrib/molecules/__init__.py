@@ -7,10 +7,11 @@ Public API (``jkoflow.contrib.molecules``):
 * tokens: :class:`MolTokenizer`, :func:`canonicalize`
 * VAE: :class:`MoleculeVAE` (``encode(smiles) -> (N, 128)``,
   ``decode(z) -> list[str]``), :func:`load_vae`
-* training: :func:`train_vae`, :func:`evaluate`; command line in :mod:`.cli`
+* training: :func:`train_vae`, :func:`evaluate`; command line ``jkoflow molecules`` (:mod:`.cli`)
 
 Needs the optional dependencies ``rdkit`` and ``selfies``
-(``pip install jkoflow[molecules]``).
+(``pip install jkoflow[molecules]``); without them the plugin (:mod:`.plugin`) registers nothing
+and stays silent.
 """
 
 from .data import cache_dir, cached_qed, compute_qed, load_moses, load_qed, load_sample, load_smiles, qed

@@ -1,4 +1,4 @@
-"""Command line for the molecular pipeline: ``python -m jkoflow.contrib.molecules ...``.
+"""Command line for the molecular pipeline: ``jkoflow molecules ...``.
 
 Sub-commands:
 
@@ -6,7 +6,9 @@ Sub-commands:
 * ``qed``        compute (and cache) RDKit QED of a data split,
 * ``write-sample`` regenerate ``data/moses_sample.csv.gz`` from the full MOSES data.
 
-:func:`main` takes ``argv`` so it can be mounted under ``jkoflow molecules``.
+``python -m jkoflow.contrib.molecules ...`` runs the same. :func:`main` takes ``argv`` and
+``prog``: the molecules plugin mounts it as the command ``jkoflow molecules`` through the hook
+``jkoflow_add_commands`` (see :mod:`.plugin`).
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def build_parser(prog: str = "python -m jkoflow.contrib.molecules") -> argparse.
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m jkoflow.contrib.molecules") -> int:
+    """Run ``argv`` (default: ``sys.argv[1:]``); ``prog`` is the command shown in usage and errors."""
+    args = build_parser(prog).parse_args(argv)
     from . import flow_cli
 
     if args.command in flow_cli.COMMANDS:

@@ -14,13 +14,18 @@ VAE embeddings by JKO steps; at chosen steps it decodes every particle and repor
 uniqueness, novelty, QED statistics, the Sinkhorn divergence to the start cloud (Final SD,
 geomloss, blur 0.05) and the Tanimoto similarity of each molecule to the one it started from.
 
-Needs the ``molecules`` extra (rdkit, selfies): without them this module raises ImportError
-on import, so the registry records the plugin as failed (naming the package) and the rest of
-jkoflow keeps working.
+It also adds the command ``jkoflow molecules ...`` (:mod:`.cli`) and the bench suite
+``jkoflow bench molecules`` (:mod:`.bench`) through the hooks ``jkoflow_add_commands`` and
+``jkoflow_bench_suites``.
+
+Needs the ``molecules`` extra (rdkit, selfies). Without it this module still imports, and its
+hooks add nothing: no entry, no command, no suite, no warning and no failure record (an optional
+plugin is silent on a base install; ``pip install 'jkoflow[molecules]'`` turns it on).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 from pathlib import Path
@@ -48,13 +53,10 @@ def _missing(names: tuple[str, ...]) -> list[str]:
 
 
 _MISSING = _missing(("rdkit", "selfies"))
-if _MISSING:
-    raise ModuleNotFoundError(  # name=: the registry sees an optional extra's module is missing
-        f"jkoflow.contrib.molecules needs {' and '.join(_MISSING)}: pip install 'jkoflow[molecules]'",
-        name=_MISSING[0],
-    )
+AVAILABLE = not _MISSING
+"""Whether the ``molecules`` extra is installed; without it the hooks below add nothing."""
 
-from .pools import default_vae, embed, pool
+from .pools import default_vae, embed, pool  # these three need neither rdkit nor selfies
 from .sinkhorn import WarmSinkhorn
 from .surrogate import load_surrogate
 
@@ -333,7 +335,7 @@ class Molecules(Problem):
 
     # metrics ---------------------------------------------------------------------------------
     def step_of(self, t: float) -> int:
-        return int(round((t - self.t0) / float(self.settings["tau"])))
+        return int(round((t - self.t0) / float(self.settings["tau"])))  # noqa: RUF046 - numpy 1.x rounds to float
 
     def decode(self, x: Tensor) -> list[str]:
         return get_vae(self.vae_path).decode(x.detach().float())
@@ -392,7 +394,37 @@ MosesEmbeddings.jkoflow_conformance_params = [{"dim": 128}]  # type: ignore[attr
 
 @hookimpl
 def jkoflow_register(registry: Registry) -> None:
+    if not AVAILABLE:
+        return
     registry.add("potential_fn", "qed_surrogate", qed_surrogate)
     registry.add("sampler", "moses_embeddings", MosesEmbeddings)
     registry.add("divergence", "sinkhorn_warm", WarmSinkhorn)
     registry.add("problem", "molecules", Molecules)
+
+
+@hookimpl
+def jkoflow_add_commands(subparsers: Any) -> None:
+    """``jkoflow molecules SUBCOMMAND ...``: the command line of :mod:`.cli`."""
+    if not AVAILABLE:
+        return
+    molecules = subparsers.add_parser(
+        "molecules", help="molecular tools (jkoflow molecules --help)", add_help=False
+    )
+    molecules.add_argument("rest", nargs=argparse.REMAINDER)
+    molecules.set_defaults(handler=_molecules_command, extra_args=True)
+
+
+def _molecules_command(args: argparse.Namespace, ctx: Any) -> int:
+    from .cli import main
+
+    return int(main(list(args.rest) + list(ctx.rest), prog="jkoflow molecules") or 0)
+
+
+@hookimpl
+def jkoflow_bench_suites() -> dict[str, Any]:
+    """``jkoflow bench molecules``: :mod:`.bench`."""
+    if not AVAILABLE:
+        return {}
+    from . import bench
+
+    return {"molecules": bench}
