@@ -283,6 +283,10 @@ class PotentialEnergy(Functional):
         self.convexity(x)
         return float(self.V(x).mean())
 
+    def reference_parts(self) -> dict[str, object]:
+        """The pieces the ideal 1-D JKO reference needs (:class:`jkoflow.functional.ReferenceTerm`)."""
+        return {"V": self.V}
+
     def __repr__(self) -> str:
         return f"PotentialEnergy({self._label})"
 
@@ -364,6 +368,10 @@ class InteractionEnergy(Functional):
             raise ValueError(f"{self!r}: the interaction energy is {energy} on these {n} particles: {why}")
         return energy
 
+    def reference_parts(self) -> dict[str, object]:
+        """The pieces the ideal 1-D JKO reference needs (:class:`jkoflow.functional.ReferenceTerm`)."""
+        return {"W": self.W}
+
     def __repr__(self) -> str:
         return f"InteractionEnergy({self._label})"
 
@@ -406,6 +414,10 @@ class InternalEnergy(Functional):
     def f_over_r_mean(self, log_density: Tensor) -> Tensor:
         """``mean_i f(rho_i)/rho_i``: the Monte Carlo estimate of ``int f(rho)``."""
         return self.f.f_over_r(log_density).mean()
+
+    def reference_parts(self) -> dict[str, object]:
+        """The pieces the ideal 1-D JKO reference needs (:class:`jkoflow.functional.ReferenceTerm`)."""
+        return {"f": self.f}
 
     def __repr__(self) -> str:
         return f"InternalEnergy({type(self.f).__name__})"
