@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, overload
 
 import attrs
 import numpy as np
@@ -111,6 +112,27 @@ class Flow:
                 log_density = log_density - logdet(u, x, grad=False).value
             x = u.transport(x, create_graph=False)
         return x, log_density
+
+    @overload
+    def log_density(
+        self,
+        y: Tensor,
+        step: int | None = None,
+        log_rho0: Callable[[Tensor], Tensor] | None = None,
+        tol: float = 1e-9,
+        return_points: Literal[False] = False,
+    ) -> Tensor: ...
+
+    @overload
+    def log_density(
+        self,
+        y: Tensor,
+        step: int | None = None,
+        log_rho0: Callable[[Tensor], Tensor] | None = None,
+        tol: float = 1e-9,
+        *,
+        return_points: Literal[True],
+    ) -> tuple[Tensor, list[Tensor]]: ...
 
     def log_density(
         self,

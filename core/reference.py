@@ -309,7 +309,7 @@ def ideal_jko(
     return IdealJKO1D(energy_from_functional(functional), tau).run(quantile0(u), steps)
 
 
-def deviation(traj: IdealTrajectory, u: np.ndarray, x: Sequence[np.ndarray]) -> np.ndarray:
+def deviation(traj: IdealTrajectory, u: np.ndarray, x: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """``mean_i |x^k_i - X^k(u_i)|`` for every step ``k`` of particle positions ``x[k]`` (shape ``(n,)``)."""
     return np.array(
         [float(np.mean(np.abs(np.asarray(xk).ravel() - traj.at(u, k)))) for k, xk in enumerate(x)]

@@ -20,10 +20,13 @@ import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .plugin import Molecules, MosesEmbeddings
 
 COLUMNS = (
     "validity",
@@ -166,7 +169,7 @@ def paper_run(problem: Any, steps: int, inner_iters: int, seed: int) -> dict[str
     seconds = time.perf_counter() - start
     final = run.problem_metrics(flow)
     return {
-        "settings": run.problem.settings,
+        "settings": cast("Molecules", run.problem).settings,
         "seconds": seconds,
         "seconds_per_step": seconds / max(steps, 1),
         "final": final,
@@ -238,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.surrogate:
         problem_table["surrogate"] = args.surrogate
     run = jkoflow.build({"problem": problem_table, "seed": args.seed})
-    problem = run.problem
+    problem = cast("Molecules", run.problem)  # the molecules problem, with its own attributes
+    sampler = cast("MosesEmbeddings", run.sampler)
     steps = int(problem.settings["steps"])
     problem.metric_steps = sorted({0, steps // 4, steps // 2, (3 * steps) // 4, steps})
     records: list[dict[str, Any]] = []
@@ -252,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flow_seconds = time.perf_counter() - t0
     flow.save(out / "maps.pt", potential_spec=run.spec["potential"])
 
-    start = dict(problem.results[0])
+    start: dict[str, Any] = dict(problem.results[0])
     start["final_sd"] = None
     final = problem.results[steps]
     flow_json = {
@@ -262,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds_per_step": [r.seconds for r in flow.records],
         "metrics": records,
         "decoded": {str(k): v for k, v in problem.decoded.items()},
-        "start_smiles": run.sampler.smiles,
+        "start_smiles": sampler.smiles,
     }
     (out / "flow.json").write_text(json.dumps(flow_json, indent=1, default=float))
 
@@ -280,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             o, lr, l2 = args.amortize_with.split(",")
             chosen = {"optimizer": o, "lr": float(lr), "lambda_2": float(l2)}
         amort = amortization(
-            flow, problem, run.sampler, set(run.sampler.indices), chosen, sizes=sizes, iters=args.iters
+            flow, problem, sampler, set(sampler.indices), chosen, sizes=sizes, iters=args.iters
         )
         for a in amort:
             a["direct_config"] = f"{chosen['optimizer']} lr {chosen['lr']:g} lambda_2 {chosen['lambda_2']:g}"
@@ -328,10 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"# Molecules benchmark (preset `{args.preset}`)",
         "",
-        f"Command: `jkoflow bench molecules {' '.join(argv or [])}`; 1 thread, {platform.processor() or platform.machine()}; "
-        f"flow wall time {flow_seconds:.0f} s ({steps} JKO steps x {s['inner_iters']} inner iterations, "
-        f"N = {s['n']}, tau = {s['tau']:g}, lambda_1 = {s['lambda_1']:g}, lambda_2 = {s['lambda_2']:g}, "
-        f"D = {s['divergence']} (blur {s['blur']:g}), warm start {s['warm_start']}, ICNN {s['widths']}).",
+        (
+            f"Command: `jkoflow bench molecules {' '.join(argv or [])}`; 1 thread, {platform.processor() or platform.machine()}; "
+            f"flow wall time {flow_seconds:.0f} s ({steps} JKO steps x {s['inner_iters']} inner iterations, "
+            f"N = {s['n']}, tau = {s['tau']:g}, lambda_1 = {s['lambda_1']:g}, lambda_2 = {s['lambda_2']:g}, "
+            f"D = {s['divergence']} (blur {s['blur']:g}), warm start {s['warm_start']}, ICNN {s['widths']})."
+        ),
         "",
         "## Start cloud, JKO flow and best direct-optimization baselines (paper Table 2 columns)",
         "",
@@ -344,9 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(_row(f"direct {r['optimizer']} lr {r['lr']:g}, lambda_2 {r['lambda_2']:g}", r))
     lines += [
         "",
-        "Final SD: debiased Sinkhorn divergence (geomloss, blur 0.05) between the final and start "
-        "embeddings. Tanimoto: Morgan (r=2, 2048 bits) similarity of each decoded molecule to the decoding "
-        "of its start embedding. Best baseline: highest QED median with validity >= 90%.",
+        (
+            "Final SD: debiased Sinkhorn divergence (geomloss, blur 0.05) between the final and start "
+            "embeddings. Tanimoto: Morgan (r=2, 2048 bits) similarity of each decoded molecule to the decoding "
+            "of its start embedding. Best baseline: highest QED median with validity >= 90%."
+        ),
         "",
         "### Flow over time",
         "",
@@ -363,13 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ps = paper["settings"]
         lines += [
             "",
-            f"### The paper's settings on a shorter run ({ps['steps']} JKO steps x {ps['inner_iters']} inner "
-            f"iterations, same start cloud)",
+            (
+                f"### The paper's settings on a shorter run ({ps['steps']} JKO steps x {ps['inner_iters']} inner "
+                f"iterations, same start cloud)"
+            ),
             "",
-            f"tau = {ps['tau']:g}, lambda_2 = {ps['lambda_2']:g}, D = {ps['divergence']} (blur {ps['blur']:g}), "
-            f"warm start {ps['warm_start']}, lr {ps['lr']:g}, ICNN {ps['widths']}: {paper['seconds_per_step']:.1f} s "
-            f"per JKO step here, so the paper's 100 steps would take {paper['seconds_per_step'] * 100 / 3600:.1f} h "
-            f"(at {ps['inner_iters']} inner iterations per step).",
+            (
+                f"tau = {ps['tau']:g}, lambda_2 = {ps['lambda_2']:g}, D = {ps['divergence']} (blur {ps['blur']:g}), "
+                f"warm start {ps['warm_start']}, lr {ps['lr']:g}, ICNN {ps['widths']}: {paper['seconds_per_step']:.1f} s "
+                f"per JKO step here, so the paper's 100 steps would take {paper['seconds_per_step'] * 100 / 3600:.1f} h "
+                f"(at {ps['inner_iters']} inner iterations per step)."
+            ),
             "",
             HEAD,
             "|" + "---|" * 9,
@@ -399,9 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "## Amortization (paper Table 8): flow maps vs re-running direct optimization on new clouds",
             "",
-            f"New clouds of test molecules with QED < 0.7 not in the start cloud. Direct optimization: "
-            f"{amort[0]['direct_config']}, {args.iters} iterations; above 1,000 embeddings its time is "
-            "extrapolated from 5 timed iterations.",
+            (
+                f"New clouds of test molecules with QED < 0.7 not in the start cloud. Direct optimization: "
+                f"{amort[0]['direct_config']}, {args.iters} iterations; above 1,000 embeddings its time is "
+                "extrapolated from 5 timed iterations."
+            ),
             "",
             "| size | start QED median | maps QED median | maps Final SD | maps s | direct QED median | direct Final SD | direct s | speedup |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -429,14 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "## Convex QED surrogate",
             "",
-            f"Residual ICNN 4 x 128 on VAE means; test n = {t.get('n')}: accuracy {_fmt(t.get('accuracy'))}, "
-            f"balanced accuracy {_fmt(t.get('balanced_accuracy'))}, AUC {_fmt(t.get('auc'))}, "
-            f"confusion [[TN, FP], [FN, TP]] = {t.get('confusion')} (label: QED > 0.85).",
+            (
+                f"Residual ICNN 4 x 128 on VAE means; test n = {t.get('n')}: accuracy {_fmt(t.get('accuracy'))}, "
+                f"balanced accuracy {_fmt(t.get('balanced_accuracy'))}, AUC {_fmt(t.get('auc'))}, "
+                f"confusion [[TN, FP], [FN, TP]] = {t.get('confusion')} (label: QED > 0.85)."
+            ),
         ]
     lines += [
         "",
-        "Figures: `qed_histograms.png` (QED over flow time, and the best baselines), `pairs.png` "
-        "(start -> end molecules with the largest QED gains).",
+        (
+            "Figures: `qed_histograms.png` (QED over flow time, and the best baselines), `pairs.png` "
+            "(start -> end molecules with the largest QED gains)."
+        ),
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))

@@ -147,8 +147,12 @@ def low_qed_pool(
     """Test-split molecules with QED < ``qed_max`` (from a seeded pool of ``pool_size``
     MOSES test molecules, or the whole committed sample) and their QED."""
     smiles, q = pool(
-        "test", pool_size if source == "moses" else None, pool_seed, source=source, progress=False
-    )  # type: ignore[arg-type]
+        "test",
+        pool_size if source == "moses" else None,
+        pool_seed,
+        source=source,  # type: ignore[arg-type]  # "moses" or "sample": checked in __init__
+        progress=False,
+    )
     keep = q < qed_max
     return [s for s, k in zip(smiles, keep) if k], q[keep]
 
@@ -278,7 +282,9 @@ class Molecules(Problem):
             "widths": widths,
             "source": source,
         }
-        self.settings = {k: (v if v is not None else PRESETS[preset][k]) for k, v in given.items()}
+        self.settings: dict[str, Any] = {
+            k: (v if v is not None else PRESETS[preset][k]) for k, v in given.items()
+        }
         if self.settings["divergence"] not in ("sinkhorn", "sinkhorn_warm", "mmd"):
             raise ValueError(
                 f"divergence={self.settings['divergence']!r}: expected 'sinkhorn', 'sinkhorn_warm' or 'mmd'"
