@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml $(EXAMPLE_PLUGIN)
 	$(PY) -m pip install -q -e ".[dev,molecules]" $(if $(EXAMPLE_PLUGIN),-e ./contrib/example-plugin)
 	touch $@
 
-.PHONY: install run test test-slow test-all
+.PHONY: install run test test-slow test-all docs
 install: $(VENV)/.installed
 
 run: install  ## the default problem (heat, 10 JKO steps); writes runs/heat-TIMESTAMP/
@@ -25,3 +25,8 @@ test-slow: install  ## only the tests marked slow
 
 test-all: install  ## everything
 	$(PY) -m pytest -m "slow or not slow"
+
+# mkdocs-material and mkdocstrings (the `docs` extra of pyproject.toml); warnings are errors
+docs: install  ## the documentation site (docs/, mkdocs.yml) in build/site/; any warning fails
+	$(PY) -m pip install -q "mkdocs-material>=9.5" "mkdocstrings[python]>=0.25"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
