@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml $(EXAMPLE_PLUGIN)
 	$(PY) -m pip install -q -e ".[dev,molecules]" $(if $(EXAMPLE_PLUGIN),-e ./contrib/example-plugin)
 	touch $@
 
-.PHONY: install run test test-slow test-all docs
+.PHONY: install run test test-slow test-all docs lint typecheck check
 install: $(VENV)/.installed
 
 run: install  ## the default problem (heat, 10 JKO steps); writes runs/heat-TIMESTAMP/
@@ -30,3 +30,19 @@ test-all: install  ## everything
 docs: install  ## the documentation site (docs/, mkdocs.yml) in build/site/; any warning fails
 	$(PY) -m pip install -q "mkdocs-material>=9.5" "mkdocstrings[python]>=0.25"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
+
+lint: install  ## ruff lint and format check (the configuration in pyproject.toml)
+	$(PY) -m pip install -q "ruff==0.17.6"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy on the installed package layout: jkoflow = core/, .plugins = plugins/, .contrib = contrib/
+typecheck: install  ## mypy over jkoflow (configuration in pyproject.toml)
+	$(PY) -m pip install -q "mypy==2.4.1"
+	rm -rf build/typecheck && mkdir -p build/typecheck/jkoflow
+	for f in core/*; do ln -s ../../../$$f build/typecheck/jkoflow/; done
+	ln -s ../../../plugins build/typecheck/jkoflow/plugins
+	ln -s ../../../contrib build/typecheck/jkoflow/contrib
+	cd build/typecheck && MYPYPATH=. ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p jkoflow
+
+check: lint typecheck docs test  ## everything CI runs

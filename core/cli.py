@@ -72,7 +72,7 @@ def _bench(args: argparse.Namespace, ctx: CommandContext) -> int | None:
         return 2
     main_ = suite_main(suites[args.suite])
     assert main_ is not None  # the registry keeps only runnable suites
-    return main_(list(ctx.rest))  # type: ignore[no-any-return]
+    return main_(list(ctx.rest))
 
 
 def _bench_help(suites: dict[str, Any]) -> str:

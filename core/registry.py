@@ -73,11 +73,11 @@ class HookSpecs:
     """The hooks a jkoflow plugin may implement."""
 
     @hookspec
-    def jkoflow_register(self, registry: Registry) -> None:  # type: ignore[empty-body]
+    def jkoflow_register(self, registry: Registry) -> None:
         """Add this plugin's entries with ``registry.add(kind, name, factory)``."""
 
     @hookspec
-    def jkoflow_add_commands(self, subparsers: Any) -> None:  # type: ignore[empty-body]
+    def jkoflow_add_commands(self, subparsers: Any) -> None:
         """Add ``jkoflow`` subcommands to ``subparsers`` (the argparse subparsers of the ``jkoflow``
         parser; use its ``add_parser`` as usual).
 
@@ -469,7 +469,7 @@ def suite_main(suite: Any) -> Callable[..., Any] | None:
     when it is callable; ``None`` when it is neither."""
     main = getattr(suite, "main", None)
     if callable(main):
-        return main  # type: ignore[no-any-return]
+        return main
     return suite if callable(suite) else None
 
 

@@ -336,6 +336,6 @@ def ficnn(
 
 
 @hookimpl
-def jkoflow_register(registry) -> None:  # type: ignore[no-untyped-def]
+def jkoflow_register(registry) -> None:
     registry.add("net", "ficnn", ficnn)
     registry.add("net", "resicnn", resicnn)

@@ -46,7 +46,7 @@ class ConformanceItem(pytest.Item):
             pytest.skip(self.case.skip)
         self.case.run()
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         from jkoflow.testing.checks import ConformanceError
 
         if isinstance(excinfo.value, ConformanceError):
@@ -100,7 +100,7 @@ class _FailedPlugin(pytest.Item):
             pytest.skip(self.failure.describe())
         raise AssertionError(self.failure.describe())
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         return str(excinfo.value)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
