@@ -24,23 +24,15 @@ import time
 
 import numpy as np
 import torch
+from _common import add_common_args, start_cloud  # benchmarks/molecules/_common.py
 from jkoflow.contrib.molecules.metrics import cloud_metrics, qed_values
-from jkoflow.contrib.molecules.plugin import MosesEmbeddings, get_vae
-from jkoflow.contrib.molecules.pools import default_vae, embed, pool
+from jkoflow.contrib.molecules.plugin import get_vae
+from jkoflow.contrib.molecules.pools import embed, pool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--vae", default=str(default_vae()), help="weights-only VAE snapshot (default: committed)")
-    p.add_argument("--n", type=int, default=500, help="start molecules")
-    p.add_argument("--start-seed", type=int, default=0, help="seed of the start-cloud draw")
-    p.add_argument(
-        "--source",
-        choices=["moses", "sample"],
-        default="moses",
-        help="MOSES, or the committed 4k/1k subset (a quick check; 116 start molecules at most)",
-    )
-    p.add_argument("--threads", type=int, default=1)
+    add_common_args(p, n=500)
     return p.parse_args(argv)
 
 
@@ -49,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     vae = get_vae(args.vae)
-    samp = MosesEmbeddings(vae=args.vae, source=args.source)
-    x0, _ = samp.sample(args.n, torch.Generator().manual_seed(args.start_seed))
+    samp, x0 = start_cloud(args)
     smi_te, q_te = pool("test", 30000, 0, source=args.source, progress=False)
     smi_te, q_te = smi_te[:10000], q_te[:10000]
     zte = embed(vae, smi_te, args.vae)

@@ -20,25 +20,19 @@ import time
 
 import numpy as np
 import torch
+from _common import add_common_args  # benchmarks/molecules/_common.py
 from jkoflow.contrib.molecules.metrics import qed_values
 from jkoflow.contrib.molecules.plugin import get_vae
-from jkoflow.contrib.molecules.pools import default_vae, embed, pool
+from jkoflow.contrib.molecules.pools import embed, pool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--vae", default=str(default_vae()), help="weights-only VAE snapshot (default: committed)")
     p.add_argument("--n", type=int, required=True, help="points to draw and decode")
     p.add_argument("--rmax", type=float, required=True, help="largest offset radius R")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--seed", type=int, default=123)
-    p.add_argument(
-        "--source",
-        choices=["moses", "sample"],
-        default="moses",
-        help="MOSES, or the committed 4k/1k subset (a quick check; 116 start molecules at most)",
-    )
-    p.add_argument("--threads", type=int, default=1)
+    add_common_args(p, n=None)
     return p.parse_args(argv)
 
 

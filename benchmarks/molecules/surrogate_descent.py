@@ -24,16 +24,16 @@ import time
 
 import numpy as np
 import torch
+from _common import add_common_args, start_cloud  # benchmarks/molecules/_common.py
 from jkoflow.contrib.molecules.metrics import cloud_metrics
-from jkoflow.contrib.molecules.plugin import MosesEmbeddings, get_vae
-from jkoflow.contrib.molecules.pools import default_vae, embed, pool
+from jkoflow.contrib.molecules.plugin import get_vae
+from jkoflow.contrib.molecules.pools import embed, pool
 from jkoflow.contrib.molecules.surrogate import _plain, load_surrogate, save_surrogate, train_surrogate
 from scipy.stats import spearmanr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--vae", default=str(default_vae()), help="weights-only VAE snapshot (default: committed)")
     p.add_argument("--aug", nargs="*", default=[], help="perturbed_decodings.py files to train on")
     p.add_argument("--onman", type=int, default=40000, help="train embeddings of real molecules to use")
     p.add_argument("--epochs", type=int, default=100)
@@ -46,15 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--prior", type=float, default=0.0, help="descend on V + c/2 |z|^2 (a Gaussian-prior pull)"
     )
-    p.add_argument("--n", type=int, default=500, help="start molecules")
-    p.add_argument("--start-seed", type=int, default=0, help="seed of the start-cloud draw")
-    p.add_argument(
-        "--source",
-        choices=["moses", "sample"],
-        default="moses",
-        help="MOSES, or the committed 4k/1k subset (a quick check; 116 start molecules at most)",
-    )
-    p.add_argument("--threads", type=int, default=1)
+    add_common_args(p, n=500)
     return p.parse_args(argv)
 
 
@@ -102,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             rho = spearmanr(-V(xt).numpy(), qt).statistic
         print(f"aug held-out spearman(-V, decoded QED) {rho:.3f}")
-    samp = MosesEmbeddings(vae=a.vae, source=a.source)
-    x0, _ = samp.sample(a.n, torch.Generator().manual_seed(a.start_seed))
+    _, x0 = start_cloud(a)
     start = vae.decode(x0)
     x = x0.clone()
     its = [int(s) for s in a.iters.split(",")]
