@@ -53,9 +53,6 @@ class CommandContext:
     parser: argparse.ArgumentParser | None = None
 
 
-_State = CommandContext  # the former name
-
-
 def _bench(args: argparse.Namespace, ctx: CommandContext) -> int | None:
     """``jkoflow bench SUITE ARGS...``: run the suite a plugin gave through ``jkoflow_bench_suites``."""
     assert ctx.registry is not None

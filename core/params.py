@@ -147,16 +147,21 @@ def check_params(
     return resolved
 
 
+def injectable(factory: Callable[..., Any], **candidates: Any) -> dict[str, Any]:
+    """The ``candidates`` (e.g. ``dim``, ``registry``) that ``factory`` takes and that are not
+    ``None``: what the builder passes besides a table's own settings."""
+    try:
+        accepted: Mapping[str, inspect.Parameter] = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in candidates.items() if k in accepted and v is not None}
+
+
 def make(
     factory: Callable[..., Any], params: Mapping[str, Any], path: str, registry: Registry, **injected: Any
 ) -> Any:
     """Call ``factory`` with ``params`` plus whichever of ``injected``/``registry`` it takes."""
-    accepted: Mapping[str, inspect.Parameter]
-    try:
-        accepted = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepted = {}
-    extra = {k: v for k, v in {**injected, "registry": registry}.items() if k in accepted}
+    extra = injectable(factory, **injected, registry=registry)
     try:
         return factory(**params, **extra)
     except SpecError:
@@ -167,6 +172,4 @@ def make(
         raise SpecError(path, f"the settings {dict(params)!r} fail: {type(exc).__name__}: {exc}") from exc
 
 
-_make = make  # the older private name
-
-__all__ = ["INJECTED", "SpecError", "SpecWarning", "check_params", "make"]
+__all__ = ["INJECTED", "SpecError", "SpecWarning", "check_params", "injectable", "make"]

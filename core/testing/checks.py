@@ -141,10 +141,6 @@ def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> tuple[bool, float]
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol)), err
 
 
-_as_float64 = as_float64  # the helpers now live in jkoflow.convexity
-_row_hessian = row_hessian
-
-
 # --- convexity --------------------------------------------------------------------------
 def find_convexity_counterexample(
     f: ConvexFn,
@@ -169,7 +165,7 @@ def find_convexity_counterexample(
     inside a segment with finite ends, ``-inf`` or NaN anywhere, count as violations.
     """
     low, high = box_of(bounds, dim)
-    f64 = _as_float64(f)
+    f64 = as_float64(f)
     coords = st.tuples(
         *(st.floats(lo, hi, allow_nan=False, allow_subnormal=False) for lo, hi in zip(low, high))
     )
@@ -214,7 +210,7 @@ def find_convexity_counterexample(
                 Counterexample("jensen", list(x), list(y), ti, zs[i].tolist(), float(lhs), float(rhs), alpha)
             )
         if state["hessian"] and torch.isfinite(vals).all():
-            h = _row_hessian(f64, zs[:1])
+            h = row_hessian(f64, zs[:1])
             if h is None:
                 state["hessian"] = False
                 return
@@ -251,7 +247,7 @@ def _region_of(region: Region, bounds: Bounds | None) -> Region:
 
 
 def _hessian_fn(f: ConvexFn) -> Callable[[Tensor], Tensor | None]:
-    return lambda z: _row_hessian(f, z)
+    return lambda z: row_hessian(f, z)
 
 
 def find_violation(
@@ -274,7 +270,7 @@ def find_violation(
     the region's own points. Returns the counterexample (or ``None``) and a sentence stating
     the region and the budget, for messages."""
     resolved = resolve_region(region, dim, seed=seed)
-    f64 = _as_float64(f)
+    f64 = as_float64(f)
     budget = (
         f"checked on {resolved.description}: {max_examples} hypothesis segments"
         f"{f' and a sweep of {sweep} quasi-random points' if sweep else ''}"

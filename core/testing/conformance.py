@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
+from jkoflow.params import injectable
 from jkoflow.registry import Registry, default_registry
 
 from . import checks, problem_checks
@@ -73,15 +74,7 @@ def _accepts(factory: Callable[..., Any], name: str) -> bool:
 def _build(
     factory: Callable[..., Any], params: Mapping[str, Any], dim: int | None, registry: Registry
 ) -> Any:
-    accepted: Mapping[str, inspect.Parameter]
-    try:
-        accepted = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepted = {}
-    injected = {
-        k: v for k, v in {"dim": dim, "registry": registry}.items() if k in accepted and v is not None
-    }
-    return factory(**params, **injected)
+    return factory(**params, **injectable(factory, dim=dim, registry=registry))
 
 
 def _runner(

@@ -25,17 +25,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 from jkoflow.problem import Problem
 
-from .checks import ConformanceError
-
-
-def _fail(what: str, message: str) -> NoReturn:
-    raise ConformanceError(f"{what}: {message}")
+from .checks import _fail
 
 
 def _test_functions(
