@@ -70,6 +70,10 @@ class Flow:
     initial_F: float | None = None
     log_rho0: Callable[[Tensor], Tensor] | None = None
     """``x -> log rho_0(x)``: the initial log-density as a function, for :meth:`log_density`."""
+    rng_state: Tensor | None = None
+    """torch's global CPU generator state right after the last completed (sub)step (set by the
+    solver before the callback runs): what a checkpoint stores so that
+    ``JKOSolver.run(..., resume=flow)`` continues with the same random numbers."""
 
     @property
     def steps(self) -> int:

@@ -43,9 +43,16 @@ class Run:
     """The typed resolved spec (``spec`` is its ``settings``): ``resolved.dim``, ``.sampler``,
     ``.terms`` are what the run uses, also for a problem."""
 
-    def execute(self, progress: bool = False, callback: Callable[[Flow], None] | None = None) -> Flow:
+    def execute(
+        self,
+        progress: bool = False,
+        callback: Callable[[Flow], None] | None = None,
+        resume: Flow | None = None,
+    ) -> Flow:
         """Run the JKO flow; ``callback(flow)`` after step 0 and after every step. The run's
-        settings are not changed (``progress`` applies to this call only)."""
+        settings are not changed (``progress`` applies to this call only). ``resume``: a flow
+        of this run's first ``k`` complete steps (e.g. from a checkpoint) to continue from,
+        ending as the uninterrupted run would (:meth:`jkoflow.solver.JKOSolver.run`)."""
         needs_density = Need.LOG_DENSITY in self.functional.needs or Need.LOGDET in self.functional.needs
         if needs_density and self.log_density0 is None:
             raise SpecError(
@@ -66,6 +73,7 @@ class Run:
             self.logdet,
             callback=callback,
             sample0=sample0,
+            resume=resume,
         )
 
     @property

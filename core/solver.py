@@ -466,8 +466,18 @@ class JKOSolver:
         logdet: LogDetEstimator | None = None,
         callback: Callable[[Flow], None] | None = None,
         sample0: Sample0 | None = None,
+        resume: Flow | None = None,
     ) -> Flow:
         """Run ``steps`` JKO steps from the particles ``x0`` (shape ``(n, d)``).
+
+        ``resume``: a flow of ``k <= steps`` completed JKO steps of this same solver and problem
+        (e.g. rebuilt from a checkpoint, with its ``rng_state``): the run continues from its last
+        particles, log-densities and potential (the warm start) with torch's generator restored,
+        appends steps ``k + 1 .. steps`` to it and returns it. On one thread the result equals the
+        uninterrupted run's bit for bit: every per-step generator is seeded by the step index and
+        the global one is restored from ``rng_state``. The callback is not called for the
+        resumed steps (nor for step 0). ``x0`` and ``log_density0`` are still checked (and
+        should be the run's own).
 
         ``log_density0 = log rho_0(x0)`` lets the solver carry log-densities (needed by
         internal energies); ``logdet`` estimates ``log det H_u`` when a term needs it or when
@@ -494,20 +504,28 @@ class JKOSolver:
         torch.manual_seed(self.seed)
         x = x0.detach().clone()
         lrho = None if log_density0 is None else log_density0.detach().clone()
-        flow = Flow(tau=self.tau, particles=[x], log_densities=[lrho])
-        functional.start(x, lrho)
-        flow.initial_F = functional.value(x, lrho)
-        if callback:
-            callback(flow)
-        potential = make_potential()
+        if resume is None:
+            flow = Flow(tau=self.tau, particles=[x], log_densities=[lrho])
+            functional.start(x, lrho)
+            flow.initial_F = functional.value(x, lrho)
+            flow.rng_state = torch.get_rng_state()
+            if callback:
+                with torch.random.fork_rng(devices=[]):  # a callback never shifts the flow's draws
+                    callback(flow)
+            potential = make_potential()
+            first = 1
+        else:
+            flow, potential, first = self._resume_from(resume, functional, make_potential, x)
+            x = flow.particles[-1]
+            lrho = flow.log_densities[-1]
         _check_potential(potential, x)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.steps, desc="JKO steps", unit="step")
+            bar = tqdm(total=self.steps, initial=first - 1, desc="JKO steps", unit="step")
         try:
-            for step in range(1, self.steps + 1):
+            for step in range(first, self.steps + 1):
                 if step > 1:
                     potential = copy.deepcopy(potential) if self.warm_start else make_potential()
                 x, lrho, potential = self._advance(
@@ -532,6 +550,37 @@ class JKOSolver:
             if bar is not None:
                 bar.close()
         return flow
+
+    def _resume_from(
+        self,
+        resume: Flow,
+        functional: Functional,
+        make_potential: Callable[[], PotentialNet],
+        x0: Tensor,
+    ) -> tuple[Flow, PotentialNet, int]:
+        """Check a flow to resume and return it, the potential the next step starts from and
+        that step's index (see :meth:`run`)."""
+        if not resume.particles or resume.particles[0].shape != x0.shape:
+            got = None if not resume.particles else tuple(resume.particles[0].shape)
+            raise ValueError(f"resume: the flow's start particles have shape {got}, expected {tuple(x0.shape)}")
+        if abs(resume.tau - self.tau) > 1e-12 * self.tau:
+            raise ValueError(f"resume: the flow has tau = {resume.tau!r}, this solver tau = {self.tau!r}")
+        t = resume.records[-1].t if resume.records else 0.0
+        done = round(t / self.tau)
+        if abs(t - done * self.tau) > 1e-9 * max(1.0, t) or len(resume.potentials) != len(resume.records):
+            raise ValueError(
+                f"resume: the flow ends at t = {t!r}, not after a whole JKO step of tau = {self.tau!r} "
+                "(resume only from a checkpoint written after a complete step)"
+            )
+        if done > self.steps:
+            raise ValueError(f"resume: the flow has {done} steps, more than steps = {self.steps}")
+        if resume.rng_state is not None:
+            torch.set_rng_state(resume.rng_state)
+        functional.start(resume.particles[0], resume.log_densities[0])
+        if resume.initial_F is None:
+            resume.initial_F = functional.value(resume.particles[0], resume.log_densities[0])
+        potential = resume.potentials[-1] if resume.potentials else make_potential()
+        return resume, potential, done + 1
 
     def _advance(
         self,
@@ -637,8 +686,10 @@ class JKOSolver:
         flow.particles.append(x_next)
         flow.log_densities.append(lrho)
         flow.records.append(record)
+        flow.rng_state = torch.get_rng_state()
         if callback:
-            callback(flow)
+            with torch.random.fork_rng(devices=[]):
+                callback(flow)
         return x_next, lrho, potential
 
     def _push_log_density(
