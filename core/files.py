@@ -28,6 +28,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; a run file gets the usual permissions
     tmp = Path(name)
     try:
         yield tmp
@@ -37,6 +38,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(target: str | Path, text: str, encoding: str = "utf-8") -> None:

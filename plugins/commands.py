@@ -1,9 +1,11 @@
-"""Built-in plugin: the commands ``jkoflow run`` and ``jkoflow plugins``.
+"""Built-in plugin: the commands ``jkoflow run``, ``jkoflow resume`` and ``jkoflow plugins``.
 
 They reach the command line as any plugin's commands do, through the hook
 ``jkoflow_add_commands`` (core's :mod:`jkoflow.cli` holds no command but ``bench``)::
 
-jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--seed S] [--allow-import MODULE]
+jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S]
+            [--allow-import MODULE]
+jkoflow resume DIR [--steps N]
 jkoflow plugins [--json]
 """
 
@@ -12,27 +14,23 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import attrs
 from jkoflow.cli import DEBUG_HELP, CommandContext, positive_int
-from jkoflow.flow import Flow
 from jkoflow.registry import default_registry, hookimpl
+from jkoflow.solver import FlowDivergedError
 
 DEFAULT_PROBLEM = "heat"
 
 
 def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
-    """``jkoflow run``: build the spec file or named problem ``args.target`` and run it, writing
-    every completed step (also when the run fails or is interrupted)."""
+    """``jkoflow run``: build the spec file or named problem ``args.target`` and run it in a
+    locked run directory, checkpointing every step (:mod:`jkoflow.runner`)."""
     from jkoflow import spec as specmod
-    from jkoflow.report import plot_summary, step_record, write_metrics, write_particles
-    from jkoflow.solver import FlowDivergedError
+    from jkoflow.rundir import RunDir, RunDirError, unique_dir
 
     state = ctx if ctx is not None else CommandContext(command="run")
     registry = state.registry if state.registry is not None else default_registry()
@@ -68,99 +66,210 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
         solver["steps"] = args.steps
     if args.seed is not None:
         raw["seed"] = args.seed
-    out = Path(args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    created = [d for d in (out, *out.parents) if not d.exists()]
-    problem = _prepare_out(out)
-    if problem:
+    if args.out is not None:
+        out = Path(args.out)
+        created = [d for d in (out, *out.parents) if not d.exists()]
+    else:
+        base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        created = [d for d in base.parents if not d.exists()]
+        try:
+            out = unique_dir(base)
+        except OSError as exc:
+            print(f"jkoflow run: cannot create {str(base)!r}: {_os_reason(exc)}", file=sys.stderr)
+            return 2
+        created.insert(0, out)
+    parallel = None
+    try:
+        rd: Any = RunDir.create(out, overwrite=args.overwrite, flag="--out")
+    except RunDirError as exc:
         _remove_empty(created)
-        print(f"jkoflow run: --out {str(out)!r} {problem}", file=sys.stderr)
+        print(f"jkoflow run: {exc}", file=sys.stderr)
         return 2
-    kwargs: dict[str, tuple[str, ...]] = {}
-    if "allow_imports" in inspect.signature(specmod.build).parameters:
-        kwargs["allow_imports"] = tuple(args.allow_import)
-    elif args.allow_import:
-        print("jkoflow run: this jkoflow does not support --allow-import; ignoring it", file=sys.stderr)
     try:
-        run = specmod.build(raw, registry, **kwargs)
-    except BaseException:
-        _remove_empty(created)  # a spec that does not build leaves no empty output directory
-        raise
-    state.phase = "run"
-    for name_ in getattr(run, "imports", []):
-        print(f"jkoflow run: imported {name_!r} (allowed by --allow-import)", file=sys.stderr)
-    specmod.dump(specmod.public(run.spec), out / "spec.toml")
-    t0 = run.problem.t0 if run.problem is not None else 0.0
-    records: list[dict[str, object]] = []
-
-    latest: list[Flow] = []
-
-    def on_step(flow: Flow) -> None:
-        records.append(step_record(flow, flow.steps, run.problem_metrics(flow), t0))
-        write_metrics(records, out)
-        latest[:] = [flow]
-
-    status = 0
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        flow = run.execute(progress=not args.no_progress, callback=on_step)
-    except FlowDivergedError as exc:
-        if state.debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"jkoflow run: {exc}; writing the {exc.flow.steps} completed steps to {out}", file=sys.stderr)
-        flow, status = exc.flow, 1
-    except KeyboardInterrupt:
-        if not latest:
-            print(f"jkoflow run: interrupted before step 0; only spec.toml is in {out}", file=sys.stderr)
-            return 130
-        flow, status = _completed(latest[0], len(records) - 1), 130
-        print(f"jkoflow run: interrupted; writing the {flow.steps} completed steps to {out}", file=sys.stderr)
-    except Exception as exc:  # any other failure mid-run: keep every completed step, then exit 1
-        if not latest:
+        kwargs: dict[str, tuple[str, ...]] = {}
+        if "allow_imports" in inspect.signature(specmod.build).parameters:
+            kwargs["allow_imports"] = tuple(args.allow_import)
+        elif args.allow_import:
+            print("jkoflow run: this jkoflow does not support --allow-import; ignoring it", file=sys.stderr)
+        try:
+            run = specmod.build(raw, registry, **kwargs)
+        except BaseException:
+            if rd is not None:
+                rd.release()
+                rd = None
+                _remove_lock(out, created)
+            _remove_empty(created)  # a spec that does not build leaves no empty output directory
             raise
-        if state.debug:
+        state.phase = "run"
+        for name_ in getattr(run, "imports", []):
+            print(f"jkoflow run: imported {name_!r} (allowed by --allow-import)", file=sys.stderr)
+        return _execute_and_report(run, rd, out, name, "run", None, args, state, parallel)
+    finally:
+        if rd is not None:
+            rd.release()
+
+
+def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
+    """``jkoflow resume DIR [--steps N]``: continue a run directory from its last complete step
+    (or extend a finished run to ``N`` steps), ending as the uninterrupted run would."""
+    from jkoflow import spec as specmod
+    from jkoflow import spec_io
+    from jkoflow.checkpoint import remove_after, whole_steps
+    from jkoflow.records import read_run_json
+    from jkoflow.rundir import RunDir, RunDirError
+    from jkoflow.runner import load_resumable
+
+    state = ctx if ctx is not None else CommandContext(command="resume")
+    registry = state.registry if state.registry is not None else default_registry()
+    out = Path(args.directory)
+    try:
+        rd = RunDir.open(out)
+    except RunDirError as exc:
+        print(f"jkoflow resume: {exc}", file=sys.stderr)
+        return 2
+    try:
+        state.phase = "load"
+        raw = specmod.load(out / "spec.toml")
+        ckpt = load_resumable(out)
+        done = whole_steps(ckpt.entries[-1]["record"]["t"], ckpt.tau) if ckpt.last else 0
+        assert done is not None
+        steps = raw.get("solver", {}).get("steps")
+        if args.steps is not None:
+            if args.steps < done:
+                print(
+                    f"jkoflow resume: --steps {args.steps}: {out} already has {done} complete steps; "
+                    f"expected N >= {done}",
+                    file=sys.stderr,
+                )
+                return 2
+            raw.setdefault("solver", {})["steps"] = steps = args.steps
+        if ckpt.spec_toml is not None:
+            changed = _spec_changes(spec_io.tomllib.loads(ckpt.spec_toml), raw)
+            if changed:
+                print(
+                    f"jkoflow resume: {out}/spec.toml differs from the spec the run started with at "
+                    f"{', '.join(changed)}; a resumed run must keep its spec (only solver.steps may grow, "
+                    "with --steps)",
+                    file=sys.stderr,
+                )
+                return 2
+        state.phase = "build"
+        kwargs = {"allow_imports": tuple(args.allow_import)}
+        run = specmod.build(raw, registry, **kwargs)
+        x0 = ckpt.entries[0]["x"]
+        if x0.shape != run.x0.shape or x0.dtype != run.x0.dtype or not bool((x0 == run.x0.cpu()).all()):
+            print(
+                f"jkoflow resume: the start particles in {out}/steps/000000.pt differ from those its "
+                "spec.toml draws now (another jkoflow, torch or sampler version?); cannot continue exactly",
+                file=sys.stderr,
+            )
+            return 2
+        state.phase = "run"
+        record = read_run_json(out) or {}
+        name = str(record.get("name") or out.name)
+        if (
+            done == steps
+            and record.get("status") == "complete"
+            and all((out / f).exists() for f in ("particles.npz", "maps.pt", "summary.png"))
+        ):
+            print(f"{out} is complete ({done} steps); nothing to do (extend it with --steps N)")
+            return 0
+        remove_after(out, ckpt.last)
+        print(f"jkoflow resume: continuing {out} from step {done} of {steps}", file=sys.stderr)
+        return _execute_and_report(run, rd, out, name, "resume", ckpt, args, state, None)
+    finally:
+        rd.release()
+
+
+def _spec_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two specs, ``solver.steps`` aside."""
+    a, b = _flatten(before), _flatten(after)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k != "solver.steps" and a.get(k) != b.get(k)]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _execute_and_report(
+    run: Any,
+    rd: Any,
+    out: Path,
+    name: str,
+    command: str,
+    ckpt: Any,
+    args: argparse.Namespace,
+    state: CommandContext,
+    parallel: Any,
+) -> int:
+    """Run into ``out`` and say how it ended (one line on stderr unless it completed)."""
+    from jkoflow.runner import execute
+
+    prog = f"jkoflow {command}"
+    outcome = execute(
+        run,
+        rd,
+        name=name,
+        command=command,
+        resume=ckpt,
+        progress=not args.no_progress,
+        parallel=parallel,
+    )
+    if parallel is not None and parallel.rank != 0:
+        return outcome.code
+    flow = outcome.flow
+    if flow is None:
+        print(f"{prog}: interrupted before step 0; only spec.toml and run.json are in {out}", file=sys.stderr)
+        return outcome.code
+    if outcome.status == "failed":
+        if state.debug and outcome.exception is not None:
             import traceback
 
-            traceback.print_exc()
-        flow, status = _completed(latest[0], len(records) - 1), 1
-        message = " ".join(str(exc).split())
+            traceback.print_exception(outcome.exception)
+        if outcome.exception is not None and not isinstance(outcome.exception, FlowDivergedError):
+            hint = "" if state.debug else " (rerun with --debug for the traceback)"
+            print(
+                f"{prog}: {outcome.error}; the {flow.steps} completed steps are in {out}{hint}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{prog}: {outcome.error}; the {flow.steps} completed steps are in {out}", file=sys.stderr)
+    elif outcome.status == "interrupted":
         print(
-            f"jkoflow run: {type(exc).__name__}: {message}; writing the {flow.steps} completed steps to {out}"
-            f"{'' if state.debug else ' (rerun with --debug for the traceback)'}",
+            f"{prog}: interrupted; the {flow.steps} completed steps are in {out} "
+            f"(continue with `jkoflow resume {out}`)",
             file=sys.stderr,
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    write_particles(flow, out)
-    flow.save(out / "maps.pt", potential_spec=run.spec["potential"])
-    plot_summary(flow, records, run.problem, out / "summary.png", title=name)
-    last = records[-1]
+    last = outcome.records[-1]
     mean_seconds = sum(r.seconds for r in flow.records) / max(flow.steps, 1)
     extras = ", ".join(
         f"{k}={v:.4g}"
         for k, v in last.items()
-        if k not in ("step", "t", "seconds", "t_physical", "lr_drops") and isinstance(v, float)
+        if k not in ("step", "t", "seconds", "t_physical", "lr_drops", "cpu_seconds", "checkpoint_seconds")
+        and isinstance(v, float)
     )
     print(f"{flow.steps} steps, {mean_seconds:.3g} s/step; last step: {extras}")
-    print(f"wrote {out}/ (spec.toml, metrics.json, particles.npz, maps.pt, summary.png)")
-    return status
+    print(f"wrote {out}/ (spec.toml, metrics.json, particles.npz, maps.pt, summary.png, run.json, steps/)")
+    return outcome.code
 
 
-def _prepare_out(out: Path) -> str | None:
-    """Create the output directory ``out`` and probe that it is writable; why not, or None."""
-    if out.exists() and not out.is_dir():
-        return "is an existing file, not a directory"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot be created: {_os_reason(exc)}"
-    try:
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".jkoflow-probe-"):
-            pass
-    except OSError as exc:
-        return f"is not writable: {_os_reason(exc)}"
-    return None
+def _remove_lock(out: Path, created: list[Path]) -> None:
+    """Remove the lock file of a directory this command created (so that it can be removed)."""
+    from jkoflow.rundir import LOCK_NAME
+
+    if out in created:
+        (out / LOCK_NAME).unlink(missing_ok=True)
 
 
 def _remove_empty(directories: list[Path]) -> None:
@@ -175,22 +284,6 @@ def _remove_empty(directories: list[Path]) -> None:
 def _os_reason(exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     return f"{reason} ({exc.filename})" if exc.filename else reason
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    """SIGTERM ends a run as Ctrl-C does: the completed steps are written, then exit 130."""
-    raise KeyboardInterrupt
-
-
-def _completed(flow: Flow, steps: int) -> Flow:
-    """The first ``steps`` JKO steps of ``flow`` (an interrupt may land while a step is appended)."""
-    return attrs.evolve(
-        flow,
-        potentials=flow.potentials[:steps],
-        particles=flow.particles[: steps + 1],
-        log_densities=flow.log_densities[: steps + 1],
-        records=flow.records[:steps],
-    )
 
 
 def plugins_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
@@ -225,9 +318,34 @@ def jkoflow_add_commands(subparsers: Any) -> None:
         help="allow import strings 'MODULE.sub:attr' from MODULE (and its submodules) in this spec; "
         "without it a spec can only name registered plugins",
     )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --out already holds (without it such a directory is refused)",
+    )
     # SUPPRESS: without --debug here, the subparser must not reset a global --debug to False
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     run.set_defaults(handler=run_command)
+    resume = subparsers.add_parser(
+        "resume", help="continue a run directory from its last complete step (or extend it with --steps)"
+    )
+    resume.add_argument("directory", metavar="DIR", help="a run directory written by jkoflow run")
+    resume.add_argument(
+        "--steps", type=positive_int, metavar="N", help="run to N steps in all (extends a finished run)"
+    )
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    resume.add_argument(
+        "--allow-import",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="allow import strings from MODULE in the run's spec (as for jkoflow run)",
+    )
+    resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    resume.set_defaults(handler=resume_command)
+    from jkoflow.plugins import show
+
+    show.add_parser(subparsers)
     plugins = subparsers.add_parser("plugins", help="list registered plugins by kind with their package")
     plugins.add_argument("--json", action="store_true", help="print {kind: {name: provider}} as JSON")
     plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
