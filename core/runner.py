@@ -32,7 +32,19 @@ from .run import Run
 from .rundir import RunDir
 from .solver import FlowDivergedError
 
-__all__ = ["Outcome", "Parallel", "deferred_signals", "execute", "spec_text"]
+__all__ = [
+    "Outcome",
+    "Parallel",
+    "ResumeError",
+    "check_resumable",
+    "deferred_signals",
+    "execute",
+    "flatten",
+    "load_resumable",
+    "spec_changes",
+    "spec_text",
+    "steps_done",
+]
 
 
 class Parallel(Protocol):
@@ -151,10 +163,12 @@ def execute(
     resume: checkpoint.Checkpoint | None = None,
     progress: bool = False,
     parallel: Parallel | None = None,
+    plot: bool = True,
 ) -> Outcome:
     """Run ``run`` in the locked directory ``rd`` (from the checkpoint ``resume``, if given):
     write ``spec.toml`` and ``run.json`` first, a checkpoint and ``metrics.json`` after every
-    entry, and the final files at the end (see the module docstring). Errors after the first
+    entry, and the final files at the end (see the module docstring; ``plot = False`` skips
+    ``summary.png``, which ``jkoflow show DIR`` can draw later). Errors after the first
     checkpoint (a diverged flow, an interrupt, any exception) become the :class:`Outcome`;
     before it they propagate (``run.json`` records them)."""
     out = rd.path
@@ -253,7 +267,8 @@ def execute(
             if writer:
                 write_particles(flow, out)
                 flow.save(out / "maps.pt", potential_spec=run.spec["potential"])
-                plot_summary(flow, records[: saved[0] + 1], run.problem, out / "summary.png", title=name)
+                if plot:
+                    plot_summary(flow, records[: saved[0] + 1], run.problem, out / "summary.png", title=name)
                 if status == "complete" and whole[0] < run.solver.steps:
                     status = "interrupted"  # cannot happen unless the solver stopped early
                 if session is not None:
@@ -269,3 +284,65 @@ def load_resumable(directory: Path) -> checkpoint.Checkpoint:
     """The checkpoint of ``directory`` cut to its last whole JKO step."""
     ckpt = checkpoint.load(directory)
     return ckpt.truncated(ckpt.whole_step_entry())
+
+
+def steps_done(ckpt: checkpoint.Checkpoint) -> int:
+    """Whole JKO steps in a checkpoint cut by :func:`load_resumable`."""
+    if not ckpt.last:
+        return 0
+    done = checkpoint.whole_steps(ckpt.entries[-1]["record"]["t"], ckpt.tau)
+    assert done is not None
+    return done
+
+
+class ResumeError(ValueError):
+    """A run directory cannot be continued with this spec (bad input)."""
+
+
+def check_resumable(run: Run, ckpt: checkpoint.Checkpoint, directory: Path) -> None:
+    """Refuse (:class:`ResumeError`) to continue ``ckpt`` with ``run`` unless the spec is the one
+    the run started with (``solver.steps`` may grow), the start particles are the same and the
+    run has no more steps than ``run`` asks for."""
+    from .spec_io import tomllib
+
+    done = steps_done(ckpt)
+    if done > run.solver.steps:
+        raise ResumeError(
+            f"{directory} already has {done} complete steps; expected solver.steps >= {done} "
+            f"(got {run.solver.steps})"
+        )
+    if ckpt.spec_toml is not None:
+        changed = spec_changes(tomllib.loads(ckpt.spec_toml), tomllib.loads(spec_text(run.spec)))
+        if changed:
+            raise ResumeError(
+                f"{directory} holds a run of another spec: it differs at {', '.join(changed)} (a resumed "
+                "run must keep its spec; only solver.steps may grow)"
+            )
+    x0 = ckpt.entries[0]["x"]
+    if x0.shape != run.x0.shape or x0.dtype != run.x0.dtype or not bool((x0 == run.x0.cpu()).all()):
+        raise ResumeError(
+            f"the start particles in {directory}/steps/000000.pt differ from those the spec draws now "
+            "(another jkoflow, torch or sampler version?); cannot continue exactly"
+        )
+
+
+def spec_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two specs, ``solver.steps`` aside."""
+    a, b = flatten(before), flatten(after)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k != "solver.steps" and a.get(k) != b.get(k)]
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested spec as ``{"solver.lr": ..., "terms[0].kind": ...}``."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}

@@ -113,11 +113,10 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
     """``jkoflow resume DIR [--steps N]``: continue a run directory from its last complete step
     (or extend a finished run to ``N`` steps), ending as the uninterrupted run would."""
     from jkoflow import spec as specmod
-    from jkoflow import spec_io
-    from jkoflow.checkpoint import remove_after, whole_steps
+    from jkoflow.checkpoint import remove_after
     from jkoflow.records import read_run_json
     from jkoflow.rundir import RunDir, RunDirError
-    from jkoflow.runner import load_resumable
+    from jkoflow.runner import ResumeError, check_resumable, load_resumable, steps_done
 
     state = ctx if ctx is not None else CommandContext(command="resume")
     registry = state.registry if state.registry is not None else default_registry()
@@ -131,9 +130,7 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
         state.phase = "load"
         raw = specmod.load(out / "spec.toml")
         ckpt = load_resumable(out)
-        done = whole_steps(ckpt.entries[-1]["record"]["t"], ckpt.tau) if ckpt.last else 0
-        assert done is not None
-        steps = raw.get("solver", {}).get("steps")
+        done = steps_done(ckpt)
         if args.steps is not None:
             if args.steps < done:
                 print(
@@ -142,31 +139,20 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
                     file=sys.stderr,
                 )
                 return 2
-            raw.setdefault("solver", {})["steps"] = steps = args.steps
-        if ckpt.spec_toml is not None:
-            changed = _spec_changes(spec_io.tomllib.loads(ckpt.spec_toml), raw)
-            if changed:
-                print(
-                    f"jkoflow resume: {out}/spec.toml differs from the spec the run started with at "
-                    f"{', '.join(changed)}; a resumed run must keep its spec (only solver.steps may grow, "
-                    "with --steps)",
-                    file=sys.stderr,
-                )
-                return 2
+            solver = raw.setdefault("solver", {})
+            if isinstance(solver, dict):
+                solver["steps"] = args.steps
         state.phase = "build"
-        kwargs = {"allow_imports": tuple(args.allow_import)}
-        run = specmod.build(raw, registry, **kwargs)
-        x0 = ckpt.entries[0]["x"]
-        if x0.shape != run.x0.shape or x0.dtype != run.x0.dtype or not bool((x0 == run.x0.cpu()).all()):
-            print(
-                f"jkoflow resume: the start particles in {out}/steps/000000.pt differ from those its "
-                "spec.toml draws now (another jkoflow, torch or sampler version?); cannot continue exactly",
-                file=sys.stderr,
-            )
+        run = specmod.build(raw, registry, allow_imports=tuple(args.allow_import))
+        try:
+            check_resumable(run, ckpt, out)
+        except ResumeError as exc:
+            print(f"jkoflow resume: {exc}", file=sys.stderr)
             return 2
         state.phase = "run"
         record = read_run_json(out) or {}
         name = str(record.get("name") or out.name)
+        steps = run.solver.steps
         if (
             done == steps
             and record.get("status") == "complete"
@@ -179,27 +165,6 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
         return _execute_and_report(run, rd, out, name, "resume", ckpt, args, state, None)
     finally:
         rd.release()
-
-
-def _spec_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two specs, ``solver.steps`` aside."""
-    a, b = _flatten(before), _flatten(after)
-    keys = sorted(set(a) | set(b))
-    return [k for k in keys if k != "solver.steps" and a.get(k) != b.get(k)]
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(_flatten(v, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
 
 
 def _execute_and_report(
@@ -343,9 +308,10 @@ def jkoflow_add_commands(subparsers: Any) -> None:
     )
     resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     resume.set_defaults(handler=resume_command)
-    from jkoflow.plugins import show
+    from jkoflow.plugins import show, sweep
 
     show.add_parser(subparsers)
+    sweep.add_parser(subparsers)
     plugins = subparsers.add_parser("plugins", help="list registered plugins by kind with their package")
     plugins.add_argument("--json", action="store_true", help="print {kind: {name: provider}} as JSON")
     plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

@@ -204,9 +204,9 @@ def render(info: RunInfo, registry: Any, allow: tuple[str, ...] = ()) -> tuple[P
 
 
 def _compare(infos: list[RunInfo]) -> str:
-    from jkoflow.plugins.commands import _flatten
+    from jkoflow.runner import flatten
 
-    flat = [_flatten(i.spec) for i in infos]
+    flat = [flatten(i.spec) for i in infos]
     keys = sorted(set().union(*flat))
     differing = [
         k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1

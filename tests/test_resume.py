@@ -187,7 +187,7 @@ def test_resume_refuses_fewer_steps_an_edited_spec_and_a_foreign_checkpoint(
     text = (out / "spec.toml").read_text()
     (out / "spec.toml").write_text(text.replace("lr = 0.01", "lr = 0.02"))
     assert _run("resume", str(out), "--steps", "3") == 2
-    assert "differs from the spec the run started with at solver.lr" in capsys.readouterr().err
+    assert "holds a run of another spec: it differs at solver.lr" in capsys.readouterr().err
     (out / "spec.toml").write_text(text)
     # a checkpoint that would unpickle code is refused (weights_only=True), naming the file
     bad = out / "steps" / "000001.pt"
