@@ -156,7 +156,7 @@ def _merged_metrics(directory: Path, ckpt: checkpoint.Checkpoint) -> list[dict[s
 
 def execute(
     run: Run,
-    rd: RunDir,
+    rd: RunDir | None,
     *,
     name: str,
     command: str = "run",
@@ -171,8 +171,8 @@ def execute(
     ``summary.png``, which ``jkoflow show DIR`` can draw later). Errors after the first
     checkpoint (a diverged flow, an interrupt, any exception) become the :class:`Outcome`;
     before it they propagate (``run.json`` records them)."""
-    out = rd.path
-    writer = parallel is None or parallel.rank == 0
+    writer = rd is not None and (parallel is None or parallel.rank == 0)
+    out = rd.path if rd is not None else Path(".")  # a rank other than 0 writes nothing
     text = spec_text(run.spec)
     t0 = run.problem.t0 if run.problem is not None else 0.0
     tau = run.solver.tau

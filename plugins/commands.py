@@ -3,7 +3,7 @@
 They reach the command line as any plugin's commands do, through the hook
 ``jkoflow_add_commands`` (core's :mod:`jkoflow.cli` holds no command but ``bench``)::
 
-jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S]
+jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S] [--nproc N]
             [--allow-import MODULE]
 jkoflow resume DIR [--steps N]
 jkoflow plugins [--json]
@@ -66,6 +66,13 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
         solver["steps"] = args.steps
     if args.seed is not None:
         raw["seed"] = args.seed
+    nproc = getattr(args, "nproc", 1) or 1
+    if _distributed_child():  # a rank that --nproc launched (torchrun sets WORLD_SIZE)
+        import os
+
+        nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    elif nproc > 1:
+        return _launch(args, raw, registry, name, state)
     if args.out is not None:
         out = Path(args.out)
         created = [d for d in (out, *out.parents) if not d.exists()]
@@ -78,12 +85,26 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
             print(f"jkoflow run: cannot create {str(base)!r}: {_os_reason(exc)}", file=sys.stderr)
             return 2
         created.insert(0, out)
-    parallel = None
-    try:
-        rd: Any = RunDir.create(out, overwrite=args.overwrite, flag="--out")
-    except RunDirError as exc:
-        _remove_empty(created)
-        print(f"jkoflow run: {exc}", file=sys.stderr)
+    parallel = _join_process_group() if nproc > 1 else None
+    rd: Any = None
+    problem = None
+    if parallel is None or parallel.rank == 0:
+        try:
+            rd = RunDir.create(out, overwrite=args.overwrite, flag="--out")
+        except RunDirError as exc:
+            _remove_empty(created)
+            problem = str(exc)
+    if parallel is not None:  # every rank learns whether rank 0 got the directory
+        import torch.distributed as dist
+
+        box = [problem]
+        dist.broadcast_object_list(box, src=0)
+        problem = box[0]
+    if problem is not None:
+        if parallel is None or parallel.rank == 0:
+            print(f"jkoflow run: {problem}", file=sys.stderr)
+        if parallel is not None:
+            parallel.close()
         return 2
     try:
         kwargs: dict[str, tuple[str, ...]] = {}
@@ -103,10 +124,16 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
         state.phase = "run"
         for name_ in getattr(run, "imports", []):
             print(f"jkoflow run: imported {name_!r} (allowed by --allow-import)", file=sys.stderr)
+        if parallel is not None:
+            run = parallel.shard(run)
+            if parallel.rank != 0:
+                args.no_progress = True
         return _execute_and_report(run, rd, out, name, "run", None, args, state, parallel)
     finally:
         if rd is not None:
             rd.release()
+        if parallel is not None:
+            parallel.close()
 
 
 def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
@@ -251,6 +278,65 @@ def _os_reason(exc: OSError) -> str:
     return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
+def _distributed_child() -> bool:
+    """Whether this process is one of the ranks ``jkoflow run --nproc N`` launched."""
+    import os
+
+    return os.environ.get("JKOFLOW_DISTRIBUTED") == "1"
+
+
+def _join_process_group() -> Any:
+    from jkoflow.distributed import init_from_env
+
+    return init_from_env()
+
+
+def _launch(
+    args: argparse.Namespace, raw: dict[str, Any], registry: Any, name: str, state: CommandContext
+) -> int:
+    """``jkoflow run --nproc N``: check the spec and the output directory here, then run the
+    ranks through torchrun (:func:`jkoflow.distributed.launch`)."""
+    import torch
+    from jkoflow import spec as specmod
+    from jkoflow.distributed import launch
+    from jkoflow.records import read_run_json
+    from jkoflow.rundir import holds_run, unique_dir
+
+    run = specmod.build(raw, registry, allow_imports=tuple(args.allow_import))  # bad input: exit 2 here
+    from jkoflow.distributed import DataParallel
+
+    try:  # the settings a data-parallel run refuses, before any process starts
+        DataParallel(0, args.nproc).check(run)
+    except ValueError as exc:
+        print(f"jkoflow run: --nproc {args.nproc}: {exc}", file=sys.stderr)
+        return 2
+    state.phase = "run"
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            print(f"jkoflow run: --out {str(out)!r} is an existing file, not a directory", file=sys.stderr)
+            return 2
+        if holds_run(out) and not args.overwrite:
+            print(
+                f"jkoflow run: --out {str(out)!r} already holds a run; continue it with `jkoflow resume {out}`, "
+                "replace it with --overwrite, or choose another directory",
+                file=sys.stderr,
+            )
+            return 2
+    else:
+        out = unique_dir(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    argv = ["--threads", str(torch.get_num_threads())] + (["--debug"] if state.debug else [])
+    argv += ["run", args.target or DEFAULT_PROBLEM, "--out", str(out)]  # the ranks read WORLD_SIZE
+    if args.steps is not None:
+        argv += ["--steps", str(args.steps)]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    for module in args.allow_import:
+        argv += ["--allow-import", module]
+    argv += (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
+    return launch(argv, args.nproc, lambda: read_run_json(out))
+
+
 def plugins_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
     """``jkoflow plugins``: every registered entry by kind with its package, then the failures."""
     registry = ctx.registry if ctx is not None and ctx.registry is not None else default_registry()
@@ -287,6 +373,13 @@ def jkoflow_add_commands(subparsers: Any) -> None:
         "--overwrite",
         action="store_true",
         help="replace the run that --out already holds (without it such a directory is refused)",
+    )
+    run.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="data-parallel run on N processes through torchrun (gloo on CPU); see docs/runs.md",
     )
     # SUPPRESS: without --debug here, the subparser must not reset a global --debug to False
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
