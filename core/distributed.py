@@ -1,7 +1,8 @@
 """Data-parallel JKO steps under ``torch.distributed`` (``jkoflow run --nproc N``).
 
-Each of the ``N`` processes (ranks; launched by ``torchrun``, gloo on CPU, nccl when the run's
-tensors are on CUDA) holds one contiguous shard of the particles (``torch.tensor_split`` of
+Each of the ``N`` processes (ranks; launched by ``torchrun``; gloo for CPU tensors, and nccl for
+CUDA tensors where CUDA is available, each rank's ``"cuda"`` being its own GPU ``LOCAL_RANK``:
+untested here, this machine has no GPU) holds one contiguous shard of the particles (``torch.tensor_split`` of
 the start cloud, in order) and the same potential (every rank seeds torch alike). The solver
 runs unchanged on each shard; two wrappers make its steps those of the whole cloud:
 
@@ -19,7 +20,8 @@ runs unchanged on each shard; two wrappers make its steps those of the whole clo
   the term on the whole cloud. The start cloud (``start``) and ``F`` of a cloud (``value``) are
   always computed on the gathered cloud. The loss every rank sees is the whole cloud's (the
   transport term is corrected by its all-reduced mean), so stopping rules and failure checks
-  agree across ranks.
+  agree across ranks. Two recorded diagnostics stay rank 0's own: ``StepRecord.transport``
+  (read by the solver before the correction) and ``grad_norm`` (read before the all-reduce).
 
 Which built-in terms are means is listed in :data:`PER_PARTICLE` (by class name); a
 third-party term declares it with a class attribute ``per_particle_mean = True``.
@@ -255,7 +257,12 @@ class ShardedFunctional(Functional):
 def init_from_env() -> DataParallel:
     """Join the process group torchrun set up (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...)."""
     if not dist.is_initialized():
-        backend = os.environ.get("JKOFLOW_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+        backend = os.environ.get("JKOFLOW_DIST_BACKEND")
+        if backend is None:
+            backend = "gloo"
+            if torch.cuda.is_available():  # CPU tensors over gloo, CUDA tensors over nccl
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "cuda" = this rank's GPU
+                backend = "cpu:gloo,cuda:nccl"
         dist.init_process_group(backend=backend, timeout=TIMEOUT)
     return DataParallel(dist.get_rank(), dist.get_world_size())
 
