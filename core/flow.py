@@ -53,6 +53,14 @@ class StepRecord:
     """This step's own ``tau`` (``None``: the flow's); a substep has a fraction of it."""
     substep: str = ""
     """Non-empty for a substep (``on_failure = "substeps"``): which step it is part of."""
+    stop: str = ""
+    """Why the inner loop ended: ``"tol"`` (the stopping rule of :mod:`jkoflow.inner`) or
+    ``"cap"`` (``inner_iters`` reached)."""
+    evaluations: int = 0
+    """Evaluations of the inner objective (L-BFGS line searches make more than iterations)."""
+    cpu_seconds: float = float("nan")
+    """CPU time of the step (this process, all threads): less inflated than ``seconds`` on a
+    shared machine."""
 
     def as_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

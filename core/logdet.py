@@ -33,7 +33,24 @@ class LogDetWarning(RuntimeWarning):
 
 
 class LogDetEstimator(abc.ABC):
-    """Per-particle ``log det H_u(x_i)`` with a differentiable surrogate."""
+    """Per-particle ``log det H_u(x_i)`` with a differentiable surrogate.
+
+    An estimator that works from the dense Hessians sets ``uses_hessian = True`` and implements
+    :meth:`from_hessian`; the solver then gets ``T = grad u`` and ``H_u`` from one sweep
+    (:meth:`PotentialNet.transport_and_hessian`) instead of two.
+    """
+
+    uses_hessian: bool = False
+
+    def for_dim(self, dim: int) -> LogDetEstimator:
+        """The estimator that does the work in dimension ``dim`` (a dispatcher such as
+        ``auto`` returns its choice; others themselves)."""
+        return self
+
+    def from_hessian(self, hess: Tensor, *, grad: bool = True) -> LogDet:
+        """The estimate from the batched Hessians ``H_u(x_i)`` (shape ``(n, d, d)``,
+        differentiable in ``theta`` when ``grad``); only where ``uses_hessian``."""
+        raise NotImplementedError(f"{type(self).__name__} does not work from dense Hessians")
 
     @abc.abstractmethod
     def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:

@@ -80,6 +80,12 @@ class PotentialNet(nn.Module, abc.ABC):
                 hess = torch.stack(loop, dim=2)
         return hess if create_graph else hess.detach()
 
+    def transport_and_hessian(self, x: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:
+        """``(T(x), H_u(x))`` together: the inner loop's hot path with an exact log-det needs
+        both at the same particles. This default calls :meth:`transport` and :meth:`hessian`;
+        a net with a closed form (the ICNN) overrides it to share one sweep."""
+        return self.transport(x, create_graph=create_graph), self.hessian(x, create_graph=create_graph)
+
     def hvp(self, x: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
         """Hessian-vector products ``H_u(x_i) v_i`` for a batch, shape ``(n, d)``."""
         with torch.enable_grad():

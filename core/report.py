@@ -7,7 +7,9 @@ file               contents
 ``metrics.json``   list of per-step records, step 0 included: ``step``, ``t`` (elapsed flow
                    time), ``t_physical`` (problem time ``t0 + t``), ``seconds``, ``F`` (null
                    where not computable), ``transport``, ``inner_loss_final``, ``lr_drops``,
-                   ``converged``, ``grad_norm``, ``failures`` (the recovered numerical
+                   ``converged``, ``inner_iters_used`` (optimizer iterations of the step),
+                   ``inner_stop`` (``"tol"``: the stopping rule of :mod:`jkoflow.inner`;
+                   ``"cap"``: ``inner_iters`` reached), ``grad_norm``, ``failures`` (the recovered numerical
                    failures of the step, see :mod:`jkoflow.solver`) and the problem's
                    exact-solution metrics (``F_exact``, ``w1``, ...). JSON has no NaN: a
                    non-finite number is written as null and its key listed in the record's
@@ -47,6 +49,8 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "inner_loss_final": None,
             "lr_drops": 0,
             "converged": True,
+            "inner_iters_used": 0,
+            "inner_stop": None,
             "grad_norm": None,
             "failures": [],
         }
@@ -61,6 +65,8 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "inner_loss_final": rec.inner_loss[-1] if rec.inner_loss else None,
             "lr_drops": rec.lr_drops,
             "converged": rec.converged,
+            "inner_iters_used": rec.iterations,
+            "inner_stop": rec.stop or None,
             "grad_norm": rec.grad_norm,
             "failures": list(rec.failures),
         }

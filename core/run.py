@@ -88,7 +88,10 @@ class Run:
         if self.problem is None:
             return {}
         t = self.problem.t0 + float(flow.times[-1])
-        return self.problem.metrics(t, flow.particles[0], flow.particles[-1], flow.log_densities[-1])
+        last = flow.log_densities[-1]
+        return self.problem.metrics(
+            t, flow.particles[0].cpu(), flow.particles[-1].cpu(), None if last is None else last.cpu()
+        )
 
 
 def build(
@@ -172,8 +175,9 @@ def _build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     )
     generator = torch.Generator().manual_seed(resolved.seed)
     x0, log_density0 = sampler.sample(sampler_table["n"], generator)
-    x0 = x0.to(dtype)
-    log_density0 = None if log_density0 is None else log_density0.to(dtype)
+    device = torch.device(resolved.device)
+    x0 = x0.to(device=device, dtype=dtype)
+    log_density0 = None if log_density0 is None else log_density0.to(device=device, dtype=dtype)
     _check_sample(x0, log_density0, dim, sampler_table)
     for i, f in enumerate(built):
         _probe(f, x0, log_density0, f"terms[{i}]")
@@ -184,7 +188,7 @@ def _build(spec: Mapping[str, Any], registry: Registry | None = None) -> Run:
     _make(net_factory, net_params, "potential", registry, dim=dim)  # fail early on bad settings
 
     def make_potential() -> PotentialNet:
-        return _make(net_factory, net_params, "potential", registry, dim=dim).to(dtype)
+        return _make(net_factory, net_params, "potential", registry, dim=dim).to(device=device, dtype=dtype)
 
     solver_params = {k: v for k, v in resolved.solver.items() if k != "logdet"}
     try:

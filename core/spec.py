@@ -61,8 +61,34 @@ from .registry import (
 from .solver import JKOSolver
 from .spec_io import dump, load
 
-TOP_KEYS = ("problem", "dim", "seed", "dtype", "sampler", "potential", "solver", "terms")
+TOP_KEYS = ("problem", "dim", "seed", "dtype", "device", "sampler", "potential", "solver", "terms")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_device(device: object) -> str:
+    """The spec's ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...), refused with the reason
+    when torch cannot parse it or it is not available on this machine."""
+    if not isinstance(device, str):
+        raise SpecError("device", f"got {device!r}; expected a string such as 'cpu' or 'cuda'")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise SpecError(
+            "device", f"got {device!r}; expected a torch device such as 'cpu' or 'cuda:0' ({exc})"
+        )
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(
+                "device", f"got {device!r}, but torch.cuda.is_available() is False on this machine"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise SpecError(
+                "device", f"got {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif parsed.type != "cpu":
+        raise SpecError("device", f"got {device!r}; expected 'cpu' or 'cuda[:index]'")
+    return device
+
 
 DEFAULT_POTENTIAL: dict[str, Any] = {"kind": "ficnn"}
 DEFAULT_LOGDET = "exact"
@@ -130,6 +156,10 @@ class ResolvedSpec:
     @property
     def dtype(self) -> str:
         return str(self.settings["dtype"])
+
+    @property
+    def device(self) -> str:
+        return str(self.settings.get("device", "cpu"))
 
     @property
     def solver(self) -> dict[str, Any]:
@@ -222,6 +252,7 @@ def _resolve(spec: Mapping[str, Any], registry: Registry | None = None) -> Resol
     if "problem" not in out:
         out["dim"] = dim
     out["seed"], out["dtype"] = seed, dtype
+    out["device"] = check_device(source.get("device", "cpu"))
 
     # sampler
     sampler = _table(source, "sampler", "sampler")

@@ -3,7 +3,7 @@
 They reach the command line as any plugin's commands do, through the hook
 ``jkoflow_add_commands`` (core's :mod:`jkoflow.cli` holds no command but ``bench``)::
 
-jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S] [--nproc N]
+jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S] [--device D] [--nproc N]
             [--allow-import MODULE]
 jkoflow resume DIR [--steps N]
 jkoflow plugins [--json]
@@ -66,6 +66,8 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
         solver["steps"] = args.steps
     if args.seed is not None:
         raw["seed"] = args.seed
+    if getattr(args, "device", None) is not None:
+        raw["device"] = args.device
     nproc = getattr(args, "nproc", 1) or 1
     if _distributed_child():  # a rank that --nproc launched (torchrun sets WORLD_SIZE)
         import os
@@ -331,6 +333,8 @@ def _launch(
         argv += ["--steps", str(args.steps)]
     if args.seed is not None:
         argv += ["--seed", str(args.seed)]
+    if getattr(args, "device", None) is not None:
+        argv += ["--device", args.device]
     for module in args.allow_import:
         argv += ["--allow-import", module]
     argv += (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
@@ -360,6 +364,11 @@ def jkoflow_add_commands(subparsers: Any) -> None:
     run.add_argument("--steps", type=positive_int, metavar="N", help="override solver.steps")
     run.add_argument("--out", help="output directory (default: runs/NAME-TIMESTAMP)")
     run.add_argument("--seed", type=int, help="override the seed")
+    run.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="override the spec's device: cpu (default) or cuda[:index]; every tensor of the run is made on it",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--allow-import",

@@ -261,13 +261,27 @@ class ExactLogDet(LogDetEstimator):
     Budget: ``d`` matvecs' worth of work plus ``O(d^3)`` per particle.
     """
 
+    uses_hessian = True
+
     def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:
-        hess = potential.hessian(x, create_graph=grad)
+        return self.from_hessian(potential.hessian(x, create_graph=grad), grad=grad)
+
+    def from_hessian(self, hess: Tensor, *, grad: bool = True) -> LogDet:
+        """``log det`` by batched Cholesky of the given ``H_u(x_i)``, with the trace surrogate
+        (in ``d = 1``: ``log h`` directly, its autograd gradient ``h' / h`` being exact)."""
+        if hess.shape[-1] == 1:
+            h = hess[:, 0, 0]
+            bad = int((h.detach() <= 0).sum())
+            if bad:
+                raise LogDetError("H_u is not positive definite (u'' <= 0)", bad, hess.shape[0])
+            log_h = torch.log(h)
+            check_finite(log_h.detach())
+            return LogDet(value=log_h.detach(), surrogate=log_h if grad else log_h.detach())
         with torch.no_grad():
             chol, info = torch.linalg.cholesky_ex(hess.detach())
             bad = int((info != 0).sum())
             if bad:
-                raise LogDetError("H_u is not positive definite (Cholesky failed)", bad, x.shape[0])
+                raise LogDetError("H_u is not positive definite (Cholesky failed)", bad, hess.shape[0])
             logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
             check_finite(logdet)
         if not grad:
@@ -465,6 +479,9 @@ class AutoLogDet(LogDetEstimator):
     def choose(self, dim: int) -> LogDetEstimator:
         """The estimator used in dimension ``dim``."""
         return self.exact if dim <= self.threshold else self.stochastic
+
+    def for_dim(self, dim: int) -> LogDetEstimator:
+        return self.choose(dim)
 
     def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:
         return self.choose(x.shape[1])(potential, x, grad=grad)

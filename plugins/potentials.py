@@ -231,9 +231,14 @@ class ICNN(PotentialNet):
 
     def hessian(self, x: Tensor, create_graph: bool = True) -> Tensor:
         """``H_u(x) = sum_k J_k^T diag(delta_k g''(h_k)) J_k + A^T A + alpha I`` (closed form)."""
+        return self.transport_and_hessian(x, create_graph=create_graph)[1]
+
+    def transport_and_hessian(self, x: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:
+        """``T(x) = grad u(x)`` and ``H_u(x)`` from one forward and one reverse sweep (the
+        Hessian reuses the sweep's ``g'(h_k)`` and ``delta_k g''(h_k)``)."""
         x = x.detach()
         with torch.set_grad_enabled(create_graph):
-            _, (firsts, curvs, gram) = self._sweep(x)
+            grad, (firsts, curvs, gram) = self._sweep(x)
             n = x.shape[0]
             w0 = self._lin(0).weight  # J_0 = W^x_0, shared by all particles
             jacs = [w0.expand(n, -1, -1)]
@@ -252,7 +257,9 @@ class ICNN(PotentialNet):
                 base = base + gram
             # one fused batched product: H = base + sum_k J_k^T diag(c_k) J_k
             hess = torch.baddbmm(base.expand(n, -1, -1), weighted, jac_all)
-        return hess if create_graph else hess.detach()
+        if not create_graph:
+            return grad.detach(), hess.detach()
+        return grad, hess
 
     def hvp(self, x: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
         """``H_u(x_i) v_i`` by one tangent and one reverse sweep (closed form)."""
