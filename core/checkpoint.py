@@ -162,14 +162,20 @@ def remove_after(directory: str | Path, last: int) -> None:
             p.unlink(missing_ok=True)
 
 
-def restore_flow(checkpoint: Checkpoint, make_potential: Callable[[], PotentialNet]) -> Flow:
+def restore_flow(
+    checkpoint: Checkpoint,
+    make_potential: Callable[[], PotentialNet],
+    device: torch.device | str | None = None,
+) -> Flow:
     """The :class:`Flow` of the checkpoint's entries (potentials rebuilt by ``make_potential``
-    and loaded from their state dicts), ready for ``JKOSolver.run(..., resume=flow)``."""
+    and loaded from their state dicts; particles moved to ``device``, default: where they were
+    saved, the CPU), ready for ``JKOSolver.run(..., resume=flow)``."""
     entries = checkpoint.entries
     flow = Flow(tau=checkpoint.tau, initial_F=entries[0].get("initial_F"))
     for e in entries:
-        flow.particles.append(e["x"])
-        flow.log_densities.append(e["log_density"])
+        ld = e["log_density"]
+        flow.particles.append(e["x"] if device is None else e["x"].to(device))
+        flow.log_densities.append(ld if device is None or ld is None else ld.to(device))
         if e["index"] == 0:
             continue
         u = make_potential()

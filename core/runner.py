@@ -179,7 +179,7 @@ def execute(
     restored: Flow | None = None
     records: list[dict[str, Any]] = []
     if resume is not None:
-        restored = checkpoint.restore_flow(resume, run.make_potential)
+        restored = checkpoint.restore_flow(resume, run.make_potential, device=run.x0.device)
         records = _merged_metrics(out, resume)
     saved = [resume.last if resume is not None else -1]  # the last checkpointed entry
     whole0 = 0
