@@ -198,3 +198,34 @@ def test_show_compares_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureF
 def test_show_refuses_a_directory_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["show", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_on_one_directory_never_mix(tmp_path: Path) -> None:
+    """Two ``jkoflow run`` processes with different seeds and the same --out: one runs, the
+    other is refused (exit 2), and every file in the directory is the winner's."""
+    import jkoflow
+
+    spec, out = _spec(tmp_path), tmp_path / "shared"
+    procs = {
+        seed: subprocess.Popen(
+            [sys.executable, "-m", "jkoflow", "--threads", "1", "run", str(spec), "--seed", str(seed)]
+            + ["--out", str(out), "--no-progress"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (11, 12)
+    }
+    codes = {seed: p.wait(timeout=300) for seed, p in procs.items()}
+    assert sorted(codes.values()) == [0, 2], codes
+    winner = next(seed for seed, code in codes.items() if code == 0)
+    loser = next(seed for seed, code in codes.items() if code == 2)
+    err = procs[loser].stderr.read() if procs[loser].stderr is not None else ""
+    assert "already holds a run" in err or "is being written by another jkoflow process" in err
+    assert f"seed = {winner}" in (out / "spec.toml").read_text()
+    assert json.loads((out / "run.json").read_text())["spec"]["seed"] == winner
+    expected = jkoflow.build(jkoflow.load(out / "spec.toml")).x0
+    assert torch.equal(torch.load(out / "steps" / "000000.pt", weights_only=True)["x"], expected)
+    with np.load(out / "particles.npz") as saved:
+        assert torch.equal(torch.from_numpy(saved["x"][0]), expected)
