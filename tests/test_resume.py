@@ -222,3 +222,31 @@ def test_checkpoints_hold_plain_data(tmp_path: Path) -> None:
     for path in sorted((out / "steps").glob("*.pt")):
         blob = torch.load(path, weights_only=True)
         assert set(blob) >= {"x", "log_density", "state_dict", "record", "metrics", "rng_state"}
+
+
+def test_a_signal_during_a_checkpoint_write_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT and SIGTERM are held while a step's checkpoint and metrics are written: the step
+    is kept whole, then the run stops (130) and resumes to the uninterrupted result."""
+    from jkoflow import runner
+
+    spec = _spec(tmp_path)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert _run("run", str(spec), "--out", str(ref)) == 0
+    write = runner.checkpoint.write_entry
+
+    def signal_then_write(directory, flow, index, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if index == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return write(directory, flow, index, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(runner.checkpoint, "write_entry", signal_then_write)
+        assert _run("run", str(spec), "--out", str(cut)) == 130
+    assert "the 2 completed steps are in" in capsys.readouterr().err
+    assert len(json.loads((cut / "metrics.json").read_text())) == 3  # steps 0, 1, 2: written whole
+    assert sorted(p.name for p in (cut / "steps").iterdir()) == [f"{i:06d}.pt" for i in range(3)]
+    assert _run("resume", str(cut)) == 0
+    _assert_same_run(ref, cut)
