@@ -31,8 +31,9 @@ sums (a mean of two half-means instead of one mean, all-reduced gradients); meas
 heat problem in float64 (N = 50, 3 steps, 20 inner iterations), see ``tests/test_distributed.py``.
 
 Not supported with ``--nproc > 1`` (refused): ``fresh_samples`` (every rank would draw the same
-samples), L-BFGS (gradients are evaluated inside ``step()``), and resuming a directory with
-more than one process (``jkoflow resume`` continues on one). Random log-det probes are drawn
+samples), L-BFGS (gradients are evaluated inside ``step()``) and ``compile``. ``jkoflow resume
+DIR --nproc N`` continues a run on ``N`` processes (each takes its shard of the checkpointed
+cloud); without ``--nproc`` it continues on one. Random log-det probes are drawn
 per rank from identically seeded generators: a valid but different estimate than one process
 draws. A numerical failure seen on one rank only (its diagnosis is local) can stop the ranks
 apart; the process group's timeout then ends the run with an error instead of a hang.
@@ -127,6 +128,20 @@ class DataParallel:
         with torch.no_grad():
             for t in [*flow.potentials[-1].parameters(), *flow.potentials[-1].buffers()]:
                 dist.broadcast(t.data, src=0)
+
+    def shard_flow(self, flow: Flow) -> Flow:
+        """This rank's shard of a whole-cloud flow (a checkpoint to resume): its particles and
+        log-densities, sharing the flow's potentials and records lists."""
+        start, stop = shard_bounds(flow.particles[0].shape[0], self.world_size)[self.rank]
+        return Flow(
+            tau=flow.tau,
+            potentials=flow.potentials,
+            particles=[x[start:stop].clone() for x in flow.particles],
+            log_densities=[None if ld is None else ld[start:stop].clone() for ld in flow.log_densities],
+            records=flow.records,
+            initial_F=flow.initial_F,
+            rng_state=flow.rng_state,
+        )
 
     # --- gradients -------------------------------------------------------------------------
     def _all_reduce_grads(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import threading
 import time
@@ -61,6 +62,10 @@ class Parallel(Protocol):
 
     def sync(self, flow: Flow) -> None:
         """Make the last potential identical on every rank."""
+        ...
+
+    def shard_flow(self, flow: Flow) -> Flow:
+        """This rank's shard of a whole-cloud flow (sharing its potentials and records)."""
         ...
 
 
@@ -176,11 +181,13 @@ def execute(
     text = spec_text(run.spec)
     t0 = run.problem.t0 if run.problem is not None else 0.0
     tau = run.solver.tau
-    restored: Flow | None = None
+    restored: Flow | None = None  # the whole cloud's flow
+    solver_flow: Flow | None = None  # what the solver continues: this rank's shard of it
     records: list[dict[str, Any]] = []
     if resume is not None:
         restored = checkpoint.restore_flow(resume, run.make_potential, device=run.x0.device)
-        records = _merged_metrics(out, resume)
+        solver_flow = restored if parallel is None else parallel.shard_flow(restored)
+        records = _merged_metrics(out, resume) if writer else resume.metrics()
     saved = [resume.last if resume is not None else -1]  # the last checkpointed entry
     whole0 = 0
     if restored is not None and restored.records:
@@ -226,7 +233,11 @@ def execute(
         index = len(flow.records)
         with deferred_signals():
             rec = step_record(whole_flow, index, run.problem_metrics(whole_flow), t0)
-            rec["cpu_seconds"] = cpu
+            solver_cpu = getattr(flow.records[-1], "cpu_seconds", None) if index else None
+            # the solver's own measure of the step where it gives one, else the time between callbacks
+            rec["cpu_seconds"] = (
+                solver_cpu if isinstance(solver_cpu, float) and math.isfinite(solver_cpu) else cpu
+            )
             if writer:
                 begin = time.perf_counter()
                 checkpoint.write_entry(out, whole_flow, index, rec, spec_toml=text if index == 0 else None)
@@ -244,7 +255,7 @@ def execute(
 
     status, code, error = "complete", 0, None
     exception: BaseException | None = None
-    kwargs: dict[str, Any] = {} if restored is None else {"resume": restored}
+    kwargs: dict[str, Any] = {} if solver_flow is None else {"resume": solver_flow}
     try:
         with _sigterm_interrupts():
             run.execute(progress=progress, callback=on_step, **kwargs)

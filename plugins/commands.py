@@ -5,7 +5,7 @@ They reach the command line as any plugin's commands do, through the hook
 
 jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S] [--device D] [--nproc N]
             [--allow-import MODULE]
-jkoflow resume DIR [--steps N]
+jkoflow resume DIR [--steps N] [--nproc N]
 jkoflow plugins [--json]
 """
 
@@ -139,35 +139,69 @@ def run_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> 
 
 
 def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) -> int:
-    """``jkoflow resume DIR [--steps N]``: continue a run directory from its last complete step
-    (or extend a finished run to ``N`` steps), ending as the uninterrupted run would."""
+    """``jkoflow resume DIR [--steps N] [--nproc N]``: continue a run directory from its last
+    complete step (or extend a finished run to ``N`` steps), ending as the uninterrupted run
+    would; with ``--nproc`` on that many processes (each takes its shard of the cloud)."""
     from jkoflow import spec as specmod
     from jkoflow.checkpoint import remove_after
     from jkoflow.records import read_run_json
-    from jkoflow.rundir import RunDir, RunDirError
+    from jkoflow.rundir import RunDir, RunDirError, holds_run
     from jkoflow.runner import ResumeError, check_resumable, load_resumable, steps_done
 
     state = ctx if ctx is not None else CommandContext(command="resume")
     registry = state.registry if state.registry is not None else default_registry()
     out = Path(args.directory)
-    try:
-        rd = RunDir.open(out)
-    except RunDirError as exc:
-        print(f"jkoflow resume: {exc}", file=sys.stderr)
+    nproc = getattr(args, "nproc", 1) or 1
+    if _distributed_child():
+        import os
+
+        nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    elif nproc > 1:
+        if not (out.is_dir() and holds_run(out)):
+            print(f"jkoflow resume: {str(out)!r} holds no run", file=sys.stderr)
+            return 2
+        import torch
+        from jkoflow.distributed import launch
+
+        argv = ["--threads", str(torch.get_num_threads())] + (["--debug"] if state.debug else [])
+        argv += ["resume", str(out)] + ([] if args.steps is None else ["--steps", str(args.steps)])
+        for module in args.allow_import:
+            argv += ["--allow-import", module]
+        argv += ["--no-progress"] if args.no_progress else []
+        return launch(argv, nproc, lambda: read_run_json(out))
+    parallel = _join_process_group() if nproc > 1 else None
+    lead = parallel is None or parallel.rank == 0
+
+    def refuse(message: str) -> int:
+        if lead:
+            print(f"jkoflow resume: {message}", file=sys.stderr)
         return 2
+
+    rd: Any = None
+    problem = None
+    if lead:
+        try:
+            rd = RunDir.open(out)
+        except RunDirError as exc:
+            problem = str(exc)
+    if parallel is not None:  # every rank learns whether rank 0 got the directory
+        import torch.distributed as dist
+
+        box = [problem]
+        dist.broadcast_object_list(box, src=0)
+        problem = box[0]
     try:
+        if problem is not None:
+            return refuse(problem)
         state.phase = "load"
         raw = specmod.load(out / "spec.toml")
         ckpt = load_resumable(out)
         done = steps_done(ckpt)
         if args.steps is not None:
             if args.steps < done:
-                print(
-                    f"jkoflow resume: --steps {args.steps}: {out} already has {done} complete steps; "
-                    f"expected N >= {done}",
-                    file=sys.stderr,
+                return refuse(
+                    f"--steps {args.steps}: {out} already has {done} complete steps; expected N >= {done}"
                 )
-                return 2
             solver = raw.setdefault("solver", {})
             if isinstance(solver, dict):
                 solver["steps"] = args.steps
@@ -176,8 +210,7 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
         try:
             check_resumable(run, ckpt, out)
         except ResumeError as exc:
-            print(f"jkoflow resume: {exc}", file=sys.stderr)
-            return 2
+            return refuse(str(exc))
         state.phase = "run"
         record = read_run_json(out) or {}
         name = str(record.get("name") or out.name)
@@ -187,13 +220,26 @@ def resume_command(args: argparse.Namespace, ctx: CommandContext | None = None) 
             and record.get("status") == "complete"
             and all((out / f).exists() for f in ("particles.npz", "maps.pt", "summary.png"))
         ):
-            print(f"{out} is complete ({done} steps); nothing to do (extend it with --steps N)")
+            if lead:
+                print(f"{out} is complete ({done} steps); nothing to do (extend it with --steps N)")
             return 0
-        remove_after(out, ckpt.last)
-        print(f"jkoflow resume: continuing {out} from step {done} of {steps}", file=sys.stderr)
-        return _execute_and_report(run, rd, out, name, "resume", ckpt, args, state, None)
+        if parallel is not None:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank has read the checkpoint before rank 0 trims it
+            run = parallel.shard(run)
+            if not lead:
+                args.no_progress = True
+        if lead:
+            remove_after(out, ckpt.last)
+            where = "" if parallel is None else f" on {parallel.world_size} processes"
+            print(f"jkoflow resume: continuing {out} from step {done} of {steps}{where}", file=sys.stderr)
+        return _execute_and_report(run, rd, out, name, "resume", ckpt, args, state, parallel)
     finally:
-        rd.release()
+        if rd is not None:
+            rd.release()
+        if parallel is not None:
+            parallel.close()
 
 
 def _execute_and_report(
@@ -401,6 +447,13 @@ def jkoflow_add_commands(subparsers: Any) -> None:
         "--steps", type=positive_int, metavar="N", help="run to N steps in all (extends a finished run)"
     )
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    resume.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="continue on N processes (as jkoflow run --nproc)",
+    )
     resume.add_argument(
         "--allow-import",
         action="append",

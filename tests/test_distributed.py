@@ -133,3 +133,21 @@ def test_two_processes_equal_one(tmp_path: Path, text: str) -> None:
         assert all(torch.allclose(sa[k], sb[k], rtol=0, atol=1e-10) for k in sa)
     record = json.loads((two / "run.json").read_text())
     assert record["status"] == "complete" and record["sessions"][0]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_resume_on_two_processes_continues_the_two_process_run_exactly(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(HEAT)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    two = ["--threads", "1", "run", str(spec), "--nproc", "2", "--no-progress"]
+    assert cli.main([*two, "--out", str(whole)]) == 0
+    assert cli.main([*two, "--steps", "2", "--out", str(cut)]) == 0
+    assert (
+        cli.main(["--threads", "1", "resume", str(cut), "--steps", "3", "--nproc", "2", "--no-progress"]) == 0
+    )
+    with np.load(whole / "particles.npz") as a, np.load(cut / "particles.npz") as b:
+        assert torch.equal(torch.from_numpy(a["x"]), torch.from_numpy(b["x"]))
+        assert torch.equal(torch.from_numpy(a["log_density"]), torch.from_numpy(b["log_density"]))
+    record = json.loads((cut / "run.json").read_text())
+    assert [(s["command"], s["world_size"]) for s in record["sessions"]] == [("run", 2), ("resume", 2)]
