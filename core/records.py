@@ -151,15 +151,16 @@ class Session:
     def write(self) -> None:
         atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
-    def update(self, steps_done: int) -> None:
-        """A step completed (not written to disk: :meth:`finish` or the next status change does,
-        ``metrics.json`` has the steps)."""
+    def update(self, steps_done: int, write: bool = True) -> None:
+        """A step completed: record it (on disk too, so a killed run's record is current)."""
         self.data["steps_done"] = steps_done
         self.session["last_step"] = steps_done
+        if write:
+            self.write()
 
     def finish(self, status: str, steps_done: int, error: str | None = None) -> None:
         """Record how the session ended: ``complete``, ``interrupted`` or ``failed``."""
-        self.update(steps_done)
+        self.update(steps_done, write=False)
         self.data["status"] = status
         self.data["error"] = error
         self.session["status"] = status

@@ -124,7 +124,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, text: str, how: st
     temporaries = [p.name for p in (killed / "steps").iterdir() if p.name.startswith(".")]
     assert len(temporaries) == (how == "mid-write")  # the checkpoint the kill cut short
     assert not (killed / "particles.npz").exists()
-    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    record = json.loads((killed / "run.json").read_text())
+    assert record["status"] == "running" and record["steps_done"] == k  # current after every step
     assert len(json.loads((killed / "metrics.json").read_text())) == k + 1
     assert _run("resume", str(killed)) == 0
     _assert_same_run(ref, killed)
