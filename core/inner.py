@@ -26,7 +26,8 @@ improvement the step has made so far. The test is invariant under shifting and s
 stochastic optimizer. With ``lr_schedule = "constant"`` or ``"cosine"`` a stall ends the loop
 (``stop = "tol"``); with ``"plateau"`` it divides the learning rate by 10 and restarts the
 windows, and after :data:`PLATEAU_DROPS` divisions (``lr / 100``, the cosine schedule's floor)
-the next stall ends it. ``inner_iters`` is always the cap (``stop = "cap"``); ``tol = 0``
+the next stall ends it (L-BFGS, whose line search sets the step length, stops at the first
+stall). ``inner_iters`` is always the cap (``stop = "cap"``); ``tol = 0``
 switches the rule off.
 
 Hot path
@@ -306,9 +307,9 @@ class InnerLoop:
         if state.iteration >= self.s.inner_iters:
             state.stop = "cap"
             return
-        if not stalled(state.losses, state.since, self.s.tol_window, self.s.tol):
+        if not stalled(state.losses, state.since, self.s.tol_window, self.s.inner_tol):
             return
-        if self.s.lr_schedule == "plateau" and state.plateau_drops < PLATEAU_DROPS:
+        if self.s.lr_schedule == "plateau" and not self.lbfgs and state.plateau_drops < PLATEAU_DROPS:
             state.plateau_drops += 1
             state.lr /= 10
             state.since = state.iteration

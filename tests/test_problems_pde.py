@@ -119,13 +119,15 @@ def test_problems_build_through_the_registry() -> None:
 
 def test_quick_bench_porous_medium_bounds() -> None:
     # bounds from runs of this case (docs/benchmarks.md, "PDE validation", CI quick preset; seeds
-    # 0-2, stratified particles, cosine lr): worst deviation from the ideal JKO / the ideal's own
-    # error 0.033-0.052, deviation after 3 steps 0.0009-0.0014, Algorithm 2's density 0.100-0.106
+    # 0-2, stratified particles; cosine lr over 100 iterations: worst deviation from the ideal JKO
+    # / the ideal's own error 0.033-0.052, deviation after 3 steps 0.0009-0.0014; since issue 11
+    # the plateau schedule with a cap of 300, stopping after 130-146 iterations: 0.036-0.073 and
+    # 0.0010-0.0018), Algorithm 2's density 0.098-0.106
     # (L1, relative; the JKO lag itself at t0 + 0.03), relative F error 0.092-0.095 (the JKO lag:
     # the quadrature of the flow's density agrees with the particle estimate to 0.1 %, seed 0),
     # round trips 5e-8 (float32)
     r = run_case(PRESETS["quick"][0], seed=0)
-    assert r["solver"]["lr_schedule"] == "cosine" and not r["solver"]["fresh_samples"]
+    assert r["solver"]["lr_schedule"] == "plateau" and not r["solver"]["fresh_samples"]
     assert r["deviation_ratio_worst"] < 0.1, r["deviation_ratio_worst"]
     assert r["ideal_deviation"][-1] < 0.0025, r["ideal_deviation"]
     assert r["density_l1_rel"] < 0.16, r["density_l1_rel"]
@@ -159,7 +161,7 @@ def test_pde_problems_default_to_stratified_particles() -> None:
     assert set(variants) == {"stratified", "stratified fresh", "iid fresh", "iid paper"}
     assert (
         variants["stratified"].solver["fresh_samples"] == 0
-        and variants["stratified"].solver["lr_schedule"] == "cosine"
+        and variants["stratified"].solver["lr_schedule"] == "plateau"
     )
     assert (
         variants["stratified fresh"].solver["fresh_samples"] == 200
