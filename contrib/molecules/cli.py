@@ -4,7 +4,9 @@ Sub-commands:
 
 * ``train-vae``  train / resume the sequence VAE (see :func:`.train.train_vae`),
 * ``qed``        compute (and cache) RDKit QED of a data split,
-* ``write-sample`` regenerate ``data/moses_sample.csv.gz`` from the full MOSES data.
+* ``write-sample`` regenerate ``data/moses_sample.csv.gz`` from the full MOSES data,
+* ``run``        one flow of problem ``molecules`` with molecules.csv, report.md and figures
+  (:mod:`.run_cli`).
 
 ``python -m jkoflow.contrib.molecules ...`` runs the same. :func:`main` takes ``argv`` and
 ``prog``: the molecules plugin mounts it as the command ``jkoflow molecules`` through the hook
@@ -40,6 +42,16 @@ def build_parser(prog: str = "python -m jkoflow.contrib.molecules") -> argparse.
     t.add_argument("--n-eval", type=int, default=500)
     t.add_argument("--n-prior", type=int, default=500)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument(
+        "--prop-weight",
+        type=float,
+        default=0.0,
+        help="weight of the joint QED regression head on z (standardized-QED MSE); 0 = no head",
+    )
+    t.add_argument("--prop-hidden", type=int, default=0, help="QED head width (0 = linear head)")
+    t.add_argument(
+        "--init", default=None, help="VAE file whose weights start a fresh run (fine-tune; fresh optimizer)"
+    )
     t.add_argument("--no-progress", action="store_true")
 
     q = sub.add_parser("qed", help="compute and cache QED of a split")
@@ -48,8 +60,10 @@ def build_parser(prog: str = "python -m jkoflow.contrib.molecules") -> argparse.
 
     sub.add_parser("write-sample", help="regenerate data/moses_sample.csv.gz")
     from .flow_cli import add_commands  # flow half: train-surrogate, baselines
+    from .run_cli import add_command as add_run
 
     add_commands(sub)
+    add_run(sub)
     return p
 
 
@@ -60,6 +74,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jkoflow.contr
 
     if args.command in flow_cli.COMMANDS:
         return flow_cli.run(args, None if argv is None else list(argv))
+    if args.command == "run":
+        import sys
+
+        from .run_cli import run_molecules
+
+        return run_molecules(args, list(argv) if argv is not None else sys.argv[1:])
     if args.command == "train-vae":
         import torch
 
@@ -85,6 +105,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m jkoflow.contr
             eval_every=args.eval_every,
             ckpt_every=args.ckpt_every,
             progress=not args.no_progress,
+            prop_weight=args.prop_weight,
+            prop_hidden=args.prop_hidden,
+            init=args.init,
         )
         print(json.dumps(rec))
     elif args.command == "qed":

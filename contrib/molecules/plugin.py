@@ -96,6 +96,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "widths": [100, 100],
         "source": "moses",
     },
+    # issue 16: the QED-head SMILES pair (checkpoints/qedhead/), this machine's budget (< 30 min)
+    "paper-cpu": {
+        "n": 1000,
+        "tau": 0.05,
+        "steps": 40,
+        "inner_iters": 30,
+        "lr": 1e-3,
+        "lambda_1": 1.0,
+        "lambda_2": 0.3,
+        "divergence": "sinkhorn_warm",
+        "blur": 0.05,
+        "warm_start": True,
+        "widths": [100, 100],
+        "source": "moses",
+        "pair": "qedhead",
+    },
     # smoke test / CI: the committed MOSES sample, a handful of steps
     "quick": {
         "n": 64,
@@ -116,6 +132,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # --- potential V ---------------------------------------------------------------------------
 _SURROGATES: dict[str, Any] = {}
+
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+DECODE_K = 16
+"""Default number of sampled draws of the ``valid_first`` decoding."""
+DECODE_TEMPERATURE = 0.7
+"""Default temperature of the ``sample`` and ``valid_first`` decodings."""
+
+
+def preset_pair(preset: str) -> tuple[str | None, str | None]:
+    """The (VAE, surrogate) files a preset names (``checkpoints/<pair>/``), or ``(None, None)``."""
+    name = PRESETS[preset].get("pair")
+    if not name:
+        return None, None
+    return str(CHECKPOINTS / name / "vae.pt"), str(CHECKPOINTS / name / "qed_surrogate.pt")
 
 
 def qed_surrogate(path: str | None = None) -> Any:
@@ -240,7 +271,13 @@ class Molecules(Problem):
     other step reports cheap metrics only (mean ``V``, mean predicted ``P(QED > 0.85)``, RMS
     displacement). Set the number of steps here (``[problem] steps = ...``) rather than with
     ``solver.steps`` / ``--steps``, so that the default ``metric_steps`` include the last step.
-    ``vae`` / ``surrogate`` default to the committed pair (:func:`.pools.default_vae`).
+    ``vae`` / ``surrogate`` default to the preset's pair (``paper-cpu``: ``checkpoints/qedhead``)
+    or else the committed default pair (:func:`.pools.default_vae`).
+
+    Decoding: the reported ``validity`` etc. always come from one greedy decoding per particle
+    (the paper's). With ``decoding = "valid_first"`` (or ``"sample"``) the same metrics of that
+    decoding are added beside them under the prefix ``valid_first_`` (``sample_``), with
+    ``decode_k`` draws at ``decode_temperature``, seeded by ``decode_seed``; neither looks at QED.
     """
 
     t0 = 0.0
@@ -265,9 +302,26 @@ class Molecules(Problem):
         qed_max: float = 0.7,
         metric_steps: list[int] | None = None,
         novelty: bool = True,
+        decoding: str = "greedy",
+        decode_k: int = DECODE_K,
+        decode_temperature: float = DECODE_TEMPERATURE,
+        decode_seed: int = 0,
     ) -> None:
+        from .vae import DECODINGS
+
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r}: expected one of {sorted(PRESETS)}")
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding={decoding!r}: expected one of {DECODINGS}")
+        if int(decode_k) < 1:
+            raise ValueError(f"decode_k={decode_k!r}: expected a number of draws >= 1")
+        if not float(decode_temperature) > 0:
+            raise ValueError(f"decode_temperature={decode_temperature!r}: expected a temperature > 0")
+        self.decoding, self.decode_k = decoding, int(decode_k)
+        self.decode_temperature, self.decode_seed = float(decode_temperature), int(decode_seed)
+        pair_vae, pair_surrogate = preset_pair(preset)
+        if vae is None and surrogate is None:
+            vae, surrogate = pair_vae, pair_surrogate
         given = {
             "n": n,
             "tau": tau,
@@ -296,6 +350,11 @@ class Molecules(Problem):
             set(metric_steps if metric_steps is not None else [0, steps_ // 2, steps_])
         )
         self.pair_ok = check_pair(vae, surrogate)
+        self.start_molecules: list[str] | None = None
+        """The molecules the particles started from (set by the caller, e.g. ``jkoflow molecules
+        run``); when set, ``tanimoto_to_start_molecule`` is reported as well."""
+        self.alt_decoded: dict[int, list[str]] = {}
+        self.alt_qed: dict[int, np.ndarray] = {}
         self.decoded: dict[int, list[str]] = {}
         self.qed: dict[int, np.ndarray] = {}
         self.results: dict[int, dict[str, float]] = {}
@@ -343,8 +402,16 @@ class Molecules(Problem):
     def step_of(self, t: float) -> int:
         return int(round((t - self.t0) / float(self.settings["tau"])))  # noqa: RUF046 - numpy 1.x rounds to float
 
-    def decode(self, x: Tensor) -> list[str]:
-        return get_vae(self.vae_path).decode(x.detach().float())
+    def decode(self, x: Tensor, mode: str = "greedy", step: int = 0) -> list[str]:
+        """Decode particles ``x``: ``greedy`` (default) or this problem's sampled mode, seeded by
+        ``decode_seed`` and ``step`` (so each step's draws are reproducible)."""
+        return get_vae(self.vae_path).decode(
+            x.detach().float(),
+            mode=mode,
+            k=self.decode_k,
+            temperature=self.decode_temperature,
+            seed=self.decode_seed * 100_003 + step,
+        )
 
     def metrics(self, t: float, x0: Tensor, x: Tensor, log_density: Tensor | None) -> dict[str, float]:
         V = qed_surrogate(self.surrogate_path)
@@ -373,9 +440,57 @@ class Molecules(Problem):
             self.qed[step] = qed_values(self.decoded[step])
         training = training_set(self.settings["source"]) if self.novelty else None
         res = cloud_metrics(self.decoded[step], start=self.decoded[0], training=training)
-        res["final_sd"] = sinkhorn_sd(x, x0) if step else 0.0
+        if self.start_molecules is not None:
+            res["tanimoto_to_start_molecule"] = mean_tanimoto(self.start_molecules, self.decoded[step])
+        res.update(closeness(x, x0))
+        q = self.qed[step]
+        res["qed_above_085"] = (
+            100.0 * float((q[np.isfinite(q)] > 0.85).mean()) if np.isfinite(q).any() else 0.0
+        )
+        if self.decoding != "greedy":
+            mode = self.decoding
+            if step not in self.alt_decoded:
+                self.alt_decoded[step] = self.decode(x, mode=mode, step=step)
+                self.alt_qed[step] = qed_values(self.alt_decoded[step])
+            alt = cloud_metrics(self.alt_decoded[step], start=self.start_molecules, training=None)
+            if "tanimoto_to_start" in alt:  # measured against the start molecule, not a decoding
+                alt["tanimoto_to_start_molecule"] = alt.pop("tanimoto_to_start")
+            res.update({f"{mode}_{k}": v for k, v in alt.items()})
         self.results[step] = res
         return res
+
+
+def mean_tanimoto(start: list[str], end: list[str]) -> float:
+    """Mean Morgan Tanimoto similarity of ``end[i]`` to ``start[i]`` over pairs where both parse."""
+    from .metrics import paired_tanimoto
+
+    sims = paired_tanimoto(start, end)
+    return float(np.nanmean(sims)) if np.isfinite(sims).any() else float("nan")
+
+
+def closeness(x: Tensor, x0: Tensor) -> dict[str, float]:
+    """How far the cloud ``x`` is from its start ``x0``, absolute and relative to ``x0``'s own scale.
+
+    * ``final_sd``: the evaluation Sinkhorn divergence ``S(x, x0)`` (0 when ``x is x0``),
+    * ``final_sd_rel``: ``final_sd / (tr Cov(x0) / 2)``, the divergence as a fraction of
+      ``W_2^2(x0, delta_mean) / 2`` (collapsing the start cloud onto its mean; the cost is
+      ``|x - y|^2 / 2``), so latents of different scales compare,
+    * ``displacement_rms``: root mean square of ``|x_i - x0_i|``,
+    * ``displacement_rel``: that over the start cloud's RMS radius ``sqrt(tr Cov(x0))``,
+    * ``start_radius_rms``: the start cloud's RMS radius ``sqrt(tr Cov(x0))``.
+    """
+    x, x0 = x.detach().float(), x0.detach().float()
+    trace = float(((x0 - x0.mean(0)) ** 2).sum(1).mean())
+    disp = float((x - x0).pow(2).sum(1).mean().sqrt())
+    same = x.shape == x0.shape and bool(torch.equal(x, x0))
+    sd = 0.0 if same else sinkhorn_sd(x, x0)
+    return {
+        "final_sd": sd,
+        "final_sd_rel": sd / (0.5 * trace) if trace > 0 else float("nan"),
+        "displacement_rms": disp,
+        "displacement_rel": disp / math.sqrt(trace) if trace > 0 else float("nan"),
+        "start_radius_rms": math.sqrt(trace),
+    }
 
 
 def sinkhorn_sd(x: Tensor, x0: Tensor, blur: float = EVAL_BLUR) -> float:

@@ -13,6 +13,16 @@
   held-out set of test molecules, and validity / uniqueness of decoded
   prior samples z ~ N(0, I).  Latent collapse (all reconstructions equal, or
   mean KL per dimension below 0.01) is flagged and warned about.
+* Property head (``prop_weight > 0``, Gomez-Bombarelli et al. 2018): a QED
+  regressor on the sampled ``z`` (linear, or an MLP with ``prop_hidden``
+  units) trained jointly with the VAE; the loss gains
+  ``prop_weight * MSE(head(z), standardized QED)``.  QED labels are computed
+  with RDKit the first time a molecule is drawn and cached in
+  ``qed_labels.npz`` next to the checkpoint (keyed by a digest of the train
+  list), so a resume reuses them.  The eval records then carry the head's
+  held-out Spearman and R^2 on the eval molecules.
+* ``init``: start from the weights of an existing VAE file (fine-tuning; the
+  optimizer starts fresh because weights-only snapshots carry none).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .data import load_smiles
@@ -38,6 +49,7 @@ from .vae import MoleculeVAE, pad_batch, vae_loss
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 VOCAB = "vocab.json"
+QED_LABELS = "qed_labels.npz"
 COLLAPSE_KL_PER_DIM = 0.01
 
 
@@ -59,6 +71,11 @@ class TrainConfig:
     ckpt_every: float = 5.0  # minutes
     log_every: int = 50  # steps
     vocab_sample: int = 50_000
+    prop_weight: float = 0.0
+    prop_hidden: int = 0
+    qed_mean: float = 0.0
+    qed_std: float = 1.0
+    init: str = ""
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -80,7 +97,12 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 def evaluate(
-    vae: MoleculeVAE, eval_smiles: Sequence[str], n_prior: int = 500, seed: int = 0
+    vae: MoleculeVAE,
+    eval_smiles: Sequence[str],
+    n_prior: int = 500,
+    seed: int = 0,
+    head: PropertyHead | None = None,
+    eval_qed: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Reconstruction and prior-sample metrics (percentages, 0-100).
 
@@ -91,7 +113,9 @@ def evaluate(
     * ``prior_valid`` / ``prior_unique``: same for ``n_prior`` z ~ N(0, I),
     * ``kl_per_dim``: mean KL(q(z|x) || N(0, I)) per latent dimension,
       ``active_units``: dims whose posterior mean varies (var > 0.01),
-    * ``collapsed``: all reconstructions identical or ``kl_per_dim < 0.01``.
+    * ``collapsed``: all reconstructions identical or ``kl_per_dim < 0.01``,
+    * with a property ``head`` and the eval molecules' QED ``eval_qed``:
+      ``head_spearman`` / ``head_r2`` of ``head(mu)`` against their QED.
     """
     model = vae.model
     was = model.training
@@ -110,7 +134,11 @@ def evaluate(
     n = max(len(eval_smiles), 1)
     kl_per_dim = float(kl_dim.mean())
     all_same = len(set(recon)) <= 1 and len(recon) > 1
+    extra: dict[str, float] = {}
+    if head is not None and eval_qed is not None:
+        extra = head_scores(head, mu, eval_qed)
     return {
+        **extra,
         "recon_exact": 100.0 * sum(r == t for r, t in zip(recon, truth)) / n,
         "recon_valid": 100.0 * len(valid) / n,
         "recon_unique": 100.0 * len(set(valid)) / max(len(valid), 1),
@@ -123,19 +151,118 @@ def evaluate(
     }
 
 
+class PropertyHead(torch.nn.Module):
+    """QED regressor on the latent: linear (``hidden=0``) or ``latent -> hidden -> hidden -> 1`` SiLU MLP.
+
+    It predicts the standardized QED ``(qed - mean) / std``; :meth:`qed` undoes that.
+    """
+
+    def __init__(self, latent_dim: int, hidden: int = 0, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        if hidden < 0:
+            raise ValueError(f"prop_hidden must be >= 0 (0 = linear head), got {hidden}")
+        if not std > 0:
+            raise ValueError(f"QED std must be > 0, got {std}")
+        self.hidden, self.mean, self.std = hidden, float(mean), float(std)
+        if hidden == 0:
+            self.net: torch.nn.Module = torch.nn.Linear(latent_dim, 1)
+        else:
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(latent_dim, hidden),
+                torch.nn.SiLU(),
+                torch.nn.Linear(hidden, hidden),
+                torch.nn.SiLU(),
+                torch.nn.Linear(hidden, 1),
+            )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardized QED prediction, shape ``(B,)``."""
+        return self.net(z)[:, 0]
+
+    @torch.no_grad()
+    def qed(self, z: torch.Tensor) -> torch.Tensor:
+        """QED prediction on the original scale."""
+        return self(z) * self.std + self.mean
+
+
+def head_scores(head: PropertyHead, z: torch.Tensor, qed: np.ndarray) -> dict[str, float]:
+    """Spearman and R^2 of ``head.qed(z)`` against ``qed`` (NaN labels dropped)."""
+    from scipy.stats import spearmanr
+
+    pred = head.qed(torch.as_tensor(z, dtype=torch.float32)).numpy().astype(np.float64)
+    ok = np.isfinite(qed)
+    if ok.sum() < 3:
+        return {"head_spearman": float("nan"), "head_r2": float("nan")}
+    p, q = pred[ok], np.asarray(qed, dtype=np.float64)[ok]
+    r2 = 1.0 - float(((p - q) ** 2).sum()) / max(float(((q - q.mean()) ** 2).sum()), 1e-12)
+    return {"head_spearman": float(spearmanr(p, q).statistic), "head_r2": r2}
+
+
+class QEDLabels:
+    """Lazily computed RDKit QED of the train molecules, cached in ``path`` (``nan`` = not yet computed).
+
+    The file stores a digest of the train list; a different list starts a fresh cache.
+    Unparsable molecules get QED ``-1`` (masked out of the loss).
+    """
+
+    def __init__(self, smiles: Sequence[str], path: Path) -> None:
+        from .data import _digest
+
+        self.smiles, self.path = smiles, path
+        self.digest = _digest(smiles)
+        self.values = np.full(len(smiles), np.nan, dtype=np.float32)
+        if path.exists():
+            with np.load(path, allow_pickle=False) as npz:
+                if str(npz["digest"]) == self.digest and len(npz["qed"]) == len(smiles):
+                    self.values = npz["qed"].astype(np.float32).copy()
+
+    def get(self, idx: Sequence[int]) -> np.ndarray:
+        from .data import qed
+
+        idx_arr = np.asarray(idx, dtype=np.int64)
+        missing = idx_arr[np.isnan(self.values[idx_arr])]
+        for i in missing:
+            v = qed(self.smiles[int(i)])
+            self.values[i] = -1.0 if math.isnan(v) else v
+        return self.values[idx_arr]
+
+    @property
+    def n_known(self) -> int:
+        return int(np.isfinite(self.values).sum())
+
+    def save(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, qed=self.values, digest=np.array(self.digest))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
 def _fresh_state(
     cfg: TrainConfig,
     train_smiles: Sequence[str],
     eval_smiles: Sequence[str],
     model_kwargs: dict[str, int] | None,
 ) -> tuple[MoleculeVAE, dict]:
+    state = {"step": 0, "epoch": 0, "pos": 0, "molecules": 0, "train_seconds": 0.0, "skipped": 0}
+    if cfg.init:
+        vae = MoleculeVAE.load(cfg.init)
+        if vae.tokenizer.kind != cfg.repr:
+            raise ValueError(f"init VAE {cfg.init!r} has repr {vae.tokenizer.kind!r}, expected {cfg.repr!r}")
+        if model_kwargs:
+            raise ValueError(f"model_kwargs {model_kwargs!r} cannot be combined with init={cfg.init!r}")
+        return vae, state
     rng = random.Random(cfg.seed)
     corpus = list(train_smiles)
     if len(corpus) > cfg.vocab_sample:
         corpus = rng.sample(corpus, cfg.vocab_sample)
     tokenizer = MolTokenizer.build(cfg.repr, list(corpus) + list(eval_smiles))  # type: ignore[arg-type]
     vae = MoleculeVAE.create(tokenizer, **(model_kwargs or {}))
-    state = {"step": 0, "epoch": 0, "pos": 0, "molecules": 0, "train_seconds": 0.0, "skipped": 0}
     return vae, state
 
 
@@ -177,6 +304,10 @@ def train_vae(
     model_kwargs: dict[str, int] | None = None,
     train_smiles: Sequence[str] | None = None,
     eval_smiles: Sequence[str] | None = None,
+    prop_weight: float = 0.0,
+    prop_hidden: int = 0,
+    init: str | Path | None = None,
+    n_qed_stats: int = 5000,
 ) -> dict[str, Any]:
     """Train (or resume training) a :class:`MoleculeVAE`; returns the last eval record.
 
@@ -193,7 +324,18 @@ def train_vae(
     eval_every, ckpt_every: minutes between eval records / checkpoints.
     train_smiles, eval_smiles: override the data (tests); ``eval_smiles``
         defaults to ``n_eval`` random molecules of the test split.
+    prop_weight: weight of the QED property head's MSE (standardized QED);
+        0 (default) trains no head.
+    prop_hidden: 0 for a linear head, else the width of a 2-hidden-layer MLP.
+    init: VAE file (or checkpoint) whose weights start a fresh run
+        (fine-tuning); ignored when resuming from ``out_dir/checkpoint.pt``.
+    n_qed_stats: train molecules (seeded draw) whose QED sets the
+        standardization mean / std of the head's target.
     """
+    if prop_weight < 0 or not math.isfinite(prop_weight):
+        raise ValueError(f"prop_weight must be a finite number >= 0, got {prop_weight}")
+    if init is not None and not Path(init).exists():
+        raise FileNotFoundError(f"init VAE file {str(init)!r} does not exist")
     if threads is not None:
         torch.set_num_threads(threads)
     t_start = time.monotonic()
@@ -215,6 +357,9 @@ def train_vae(
         ckpt_every=ckpt_every,
         log_every=log_every,
         vocab_sample=vocab_sample,
+        prop_weight=prop_weight,
+        prop_hidden=prop_hidden,
+        init=str(init) if init is not None else "",
     )
 
     if train_smiles is None:
@@ -225,6 +370,20 @@ def train_vae(
     train_smiles = list(train_smiles)
     eval_smiles = list(eval_smiles)
 
+    labels = QEDLabels(train_smiles, out / QED_LABELS) if prop_weight > 0 else None
+    eval_qed: np.ndarray | None = None
+    if labels is not None:
+        from .data import compute_qed
+
+        eval_qed = compute_qed(eval_smiles, progress=False)
+        stats_idx = random.Random(seed + 1).sample(
+            range(len(train_smiles)), min(n_qed_stats, len(train_smiles))
+        )
+        q0 = labels.get(stats_idx)
+        q0 = q0[q0 >= 0]
+        cfg.qed_mean, cfg.qed_std = float(q0.mean()), float(max(q0.std(), 1e-3))
+    head: PropertyHead | None = None
+
     gen = torch.Generator().manual_seed(seed)
     if resume and ckpt_path.exists():
         ck = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
@@ -232,7 +391,19 @@ def train_vae(
         if ck["config"].get("repr") != repr:
             raise ValueError(f"checkpoint repr {ck['config'].get('repr')!r} != {repr!r}")
         state = dict(ck["state"])
-        optimizer = torch.optim.Adam(vae.model.parameters(), lr=lr)
+        if float(ck["config"].get("prop_weight", 0.0)) > 0 and "head" in ck:
+            hc = ck["config"]
+            head = PropertyHead(vae.latent_dim, int(hc["prop_hidden"]), hc["qed_mean"], hc["qed_std"])
+            head.load_state_dict(ck["head"])
+            cfg.qed_mean, cfg.qed_std = float(hc["qed_mean"]), float(hc["qed_std"])
+            if labels is None:
+                raise ValueError("the checkpoint has a property head; resume it with its prop_weight > 0")
+        elif labels is not None:
+            raise ValueError(
+                f"checkpoint {ckpt_path} has no property head; prop_weight={prop_weight} needs one"
+            )
+        params = list(vae.model.parameters()) + (list(head.parameters()) if head is not None else [])
+        optimizer = torch.optim.Adam(params, lr=lr)
         optimizer.load_state_dict(ck["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -240,13 +411,23 @@ def train_vae(
         print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
     else:
         vae, state = _fresh_state(cfg, train_smiles, eval_smiles, model_kwargs)
-        optimizer = torch.optim.Adam(vae.model.parameters(), lr=lr)
+        if labels is not None:
+            torch.manual_seed(seed)
+            head = PropertyHead(vae.latent_dim, prop_hidden, cfg.qed_mean, cfg.qed_std)
+        params = list(vae.model.parameters()) + (list(head.parameters()) if head is not None else [])
+        optimizer = torch.optim.Adam(params, lr=lr)
     vae.tokenizer.save(out / VOCAB)
     model = vae.model
     model.train()
     print(
         f"VAE: {vae.n_parameters():,} parameters, vocab {len(vae.tokenizer)}, "
-        f"{len(train_smiles):,} train molecules, {len(eval_smiles)} eval molecules",
+        f"{len(train_smiles):,} train molecules, {len(eval_smiles)} eval molecules"
+        + (
+            f"; QED head ({'linear' if prop_hidden == 0 else f'MLP {prop_hidden}'}, weight {prop_weight}, "
+            f"QED mean {cfg.qed_mean:.3f} std {cfg.qed_std:.3f})"
+            if head is not None
+            else ""
+        ),
         flush=True,
     )
 
@@ -258,9 +439,12 @@ def train_vae(
                 "state": dict(state),
                 "rng": gen.get_state(),
                 "config": asdict(cfg),
+                **({"head": head.state_dict()} if head is not None else {}),
             },
             ckpt_path,
         )
+        if labels is not None:
+            labels.save()
 
     def run_eval() -> dict[str, Any]:
         rec = {
@@ -270,7 +454,7 @@ def train_vae(
             "molecules": state["molecules"],
             "train_seconds": round(state["train_seconds"], 1),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **evaluate(vae, eval_smiles, n_prior=n_prior, seed=seed),
+            **evaluate(vae, eval_smiles, n_prior=n_prior, seed=seed, head=head, eval_qed=eval_qed),
         }
         _append_jsonl(metrics_path, rec)
         if rec["collapsed"] and state["step"] > 0:
@@ -285,7 +469,12 @@ def train_vae(
             f"[eval step {rec['step']}] recon {rec['recon_exact']:.1f}% "
             f"valid {rec['recon_valid']:.1f}% uniq {rec['recon_unique']:.1f}% | "
             f"prior valid {rec['prior_valid']:.1f}% uniq {rec['prior_unique']:.1f}% | "
-            f"kl/dim {rec['kl_per_dim']:.3f}",
+            f"kl/dim {rec['kl_per_dim']:.3f}"
+            + (
+                f" | QED head spearman {rec['head_spearman']:.3f} R2 {rec['head_r2']:.3f}"
+                if "head_spearman" in rec
+                else ""
+            ),
             flush=True,
         )
         return rec
@@ -310,20 +499,37 @@ def train_vae(
             perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + state["epoch"]))
         idx = perm[state["pos"] : state["pos"] + batch_size].tolist()
         state["pos"] += len(idx)
-        seqs = []
+        seqs, kept = [], []
         for i in idx:
             try:
                 seqs.append(vae.tokenizer.encode(train_smiles[i]))
+                kept.append(i)
             except Exception:  # noqa: BLE001 - a molecule the tokenizer cannot encode is skipped, and counted
                 state["skipped"] += 1
         if not seqs:
             continue
         ids, lengths = pad_batch(seqs)
-        logits, mu, logvar = model(ids, lengths, generator=gen)
-        loss, stats = vae_loss(logits, ids[:, 1:], mu, logvar, kl_weight, free_bits)
+        if head is None:
+            logits, mu, logvar = model(ids, lengths, generator=gen)
+            loss, stats = vae_loss(logits, ids[:, 1:], mu, logvar, kl_weight, free_bits)
+        else:
+            assert labels is not None
+            mu, logvar = model.encode(ids, lengths)
+            z = model.reparameterize(mu, logvar, gen)
+            logits = model.decode_logits(z, ids[:, :-1])
+            loss, stats = vae_loss(logits, ids[:, 1:], mu, logvar, kl_weight, free_bits)
+            q = torch.as_tensor(labels.get(kept), dtype=torch.float32)
+            ok = q >= 0
+            target = (q - cfg.qed_mean) / cfg.qed_std
+            prop = ((head(z) - target) ** 2)[ok].mean() if bool(ok.any()) else z.sum() * 0.0
+            loss = loss + prop_weight * prop
+            stats["prop_mse"] = float(prop.detach())
+            stats["loss"] = float(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+        stats["grad_norm"] = float(
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+        )
         optimizer.step()
         dt = time.perf_counter() - t0
         state["step"] += 1

@@ -32,6 +32,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from .tokens import BOS_ID, EOS_ID, PAD_ID, MolTokenizer
 
 FORMAT = "jkoflow.molecules.vae/1"
+DECODINGS: tuple[str, ...] = ("greedy", "sample", "valid_first")
+"""Decoding modes of :meth:`MoleculeVAE.decode`."""
 
 
 @dataclass
@@ -222,13 +224,37 @@ class MoleculeVAE:
         temperature: float = 1.0,
         batch_size: int = 512,
         generator: torch.Generator | None = None,
+        mode: str | None = None,
+        k: int = 16,
+        seed: int = 0,
     ) -> list[str]:
         """Decode latent points ``z (N, latent_dim)`` to (canonical when valid) SMILES.
 
-        Greedy decoding by default; ``greedy=False`` samples tokens at
-        ``temperature``.  Invalid decodings come back as the raw string
-        (possibly empty); SELFIES decodings are valid by construction.
+        ``mode`` (see :data:`DECODINGS`; ``None`` keeps the older ``greedy`` flag):
+
+        * ``"greedy"``: one argmax decoding per point (the paper's single decoding),
+        * ``"sample"``: one decoding with tokens drawn at ``temperature``,
+        * ``"valid_first"``: the greedy decoding where RDKit parses it; elsewhere up to ``k``
+          draws at ``temperature``, keeping the first that parses (the greedy string if none
+          does). It never looks at QED or any other property, only at validity.
+
+        ``"sample"`` and ``"valid_first"`` draw from ``generator`` or, without one, from a
+        generator seeded with ``seed``, so the same call gives the same molecules. Invalid
+        decodings come back as the raw string (possibly empty); SELFIES decodings are valid by
+        construction.
         """
+        if mode is not None:
+            if mode not in DECODINGS:
+                raise ValueError(f"decoding mode {mode!r}: expected one of {DECODINGS}")
+            if mode != "greedy" and not temperature > 0:
+                raise ValueError(f"temperature must be > 0 for mode {mode!r}, got {temperature}")
+            if mode == "valid_first" and k < 1:
+                raise ValueError(f"valid_first needs k >= 1 draws, got k={k}")
+            if mode != "greedy" and generator is None:
+                generator = torch.Generator().manual_seed(int(seed))
+            if mode == "valid_first":
+                return self._decode_valid_first(z, temperature, k, batch_size, generator)
+            greedy = mode == "greedy"
         was = self.model.training
         self.model.eval()
         z = torch.as_tensor(z, dtype=torch.float32)
@@ -239,6 +265,35 @@ class MoleculeVAE:
             )
             out += [self.tokenizer.decode(row.tolist()) for row in ids]
         self.model.train(was)
+        return out
+
+    def _decode_valid_first(
+        self,
+        z: torch.Tensor,
+        temperature: float,
+        k: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> list[str]:
+        from .tokens import canonicalize
+
+        z = torch.as_tensor(z, dtype=torch.float32)
+        out = self.decode(z, greedy=True, batch_size=batch_size)
+        todo = [i for i, s in enumerate(out) if canonicalize(s) is None]
+        for _ in range(k):
+            if not todo:
+                break
+            draws = self.decode(
+                z[todo], greedy=False, temperature=temperature, batch_size=batch_size, generator=generator
+            )
+            left = []
+            for i, s in zip(todo, draws):
+                c = canonicalize(s)
+                if c is None:
+                    left.append(i)
+                else:
+                    out[i] = c
+            todo = left
         return out
 
     def sample_prior(
