@@ -140,15 +140,21 @@ def test_run_json_records_versions_seed_threads_and_times(tmp_path: Path) -> Non
     (session,) = record["sessions"]
     assert session["torch"] == torch.__version__ and session["numpy"] == np.__version__
     assert session["python"] == platform.python_version()
-    assert session["threads"] == torch.get_num_threads() == 1
+    assert session["threads"] == torch.get_num_threads()  # 1 from the root conftest, unless a test changed it
     assert session["seed"] == 5 and session["device"] == "cpu" and session["world_size"] == 1
+    here = str(Path(cli.__file__).parent)
     head = subprocess.run(
-        ["git", "-C", str(Path(cli.__file__).parent), "rev-parse", "HEAD"],
-        check=False,
-        capture_output=True,
-        text=True,
+        ["git", "-C", here, "rev-parse", "HEAD"], check=False, capture_output=True, text=True
     )
-    assert session["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    if head.returncode != 0:
+        assert session["git_commit"] is None
+    else:  # the commit when this process first asked (cached): HEAD, or an ancestor when others committed since
+        commit = session["git_commit"]
+        assert isinstance(commit, str) and len(commit) == 40
+        ancestor = subprocess.run(
+            ["git", "-C", here, "merge-base", "--is-ancestor", commit, "HEAD"], check=False
+        )
+        assert ancestor.returncode == 0
     assert session["wall_seconds"] > 0 and session["cpu_seconds"] > 0
     metrics = json.loads((out / "metrics.json").read_text())
     for r in metrics[1:]:
