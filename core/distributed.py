@@ -20,7 +20,8 @@ runs unchanged on each shard; two wrappers make its steps those of the whole clo
   the term on the whole cloud. The start cloud (``start``) and ``F`` of a cloud (``value``) are
   always computed on the gathered cloud. The loss every rank sees is the whole cloud's (the
   transport term is corrected by its all-reduced mean), so stopping rules and failure checks
-  agree across ranks. Two recorded diagnostics stay rank 0's own: ``StepRecord.transport``
+  agree across ranks (the values agree to an ulp: each rank adds its own transport term back;
+  a stopping rule that lands within an ulp of its threshold could still split the ranks). Two recorded diagnostics stay rank 0's own: ``StepRecord.transport``
   (read by the solver before the correction) and ``grad_norm`` (read before the all-reduce).
 
 Which built-in terms are means is listed in :data:`PER_PARTICLE` (by class name); a
