@@ -152,8 +152,13 @@ class InnerLoop:
         self.snapshot = [p.detach().clone() for p in self.params]
         self.active: list[Tensor] | None = None  # L-BFGS: sign of the last projection's move
         self.objective: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] = self._objective
+        # the net's sweeps (pure tensor code); the terms and estimators stay eager (they read
+        # counts to the host to refuse non-finite values, which would break a compiled graph)
+        self.transport_and_hessian = potential.transport_and_hessian
+        self.transport = potential.transport
         if settings.compile:
-            self.objective = torch.compile(self._objective, dynamic=False)
+            self.transport_and_hessian = torch.compile(potential.transport_and_hessian, dynamic=False)
+            self.transport = torch.compile(potential.transport, dynamic=False)
 
     # --- pieces --------------------------------------------------------------------------
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
@@ -168,13 +173,13 @@ class InnerLoop:
             assert self.logdet is not None
             est = self.logdet.for_dim(xb.shape[1])
             if est.uses_hessian:
-                y, hess = self.potential.transport_and_hessian(xb)
+                y, hess = self.transport_and_hessian(xb)
                 ld = est.from_hessian(hess)
             else:
-                y = self.potential.transport(xb)
+                y = self.transport(xb)
                 ld = est(self.potential, xb)
         else:
-            y = self.potential.transport(xb)
+            y = self.transport(xb)
         transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * self.tau)
         ctx = StepContext(x=xb, y=y, tau=self.tau, logdet=ld, log_density=lb)
         return self.functional.inner_objective(ctx) + transport, transport

@@ -443,8 +443,9 @@ class JKOSolver:
         loop, or, with ``lr_schedule = "plateau"``, divides the lr by 10 (twice) before it ends
         it. ``0`` runs every one of ``inner_iters``.
     tol_window: iterations per window of the stopping rule.
-    compile: ``torch.compile`` the inner objective (compile time is spent in the first
-        iterations of each step's first call and shows in ``StepRecord.seconds`` of step 1).
+    compile: ``torch.compile`` the net's sweeps (``T = grad u`` and ``H_u``) in the inner loop;
+        the compile time is spent in each step's first iterations and shows in
+        ``StepRecord.seconds``.
     """
 
     tau: float = attrs.field(validator=_positive)

@@ -160,3 +160,11 @@ def test_metrics_json_records_inner_iterations_and_stop(tmp_path) -> None:  # ty
         assert r["inner_stop"] in ("tol", "cap")
         assert isinstance(r["converged"], bool)
     assert any(r["inner_stop"] == "tol" and r["inner_iters_used"] < 400 for r in records[1:])
+
+
+@pytest.mark.slow
+def test_compiled_sweeps_give_the_eager_flow() -> None:
+    spec = {"problem": {"kind": "porous-medium", "n": 50}, "solver": {"steps": 2, "inner_iters": 30}}
+    eager = jkoflow.build(spec).execute()
+    compiled = jkoflow.build({**spec, "solver": {**spec["solver"], "compile": True}}).execute()
+    torch.testing.assert_close(compiled.particles[-1], eager.particles[-1], rtol=1e-4, atol=1e-5)
