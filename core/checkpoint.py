@@ -15,7 +15,8 @@ key                 contents
 ``state_dict``      the trained potential of the entry (``None`` for entry 0)
 ``record``          the solver's :class:`~jkoflow.flow.StepRecord` as a dict (``None`` for 0)
 ``metrics``         the entry's ``metrics.json`` record
-``rng_state``       torch's CPU generator state after the entry (``Flow.rng_state``)
+``rng_state``       torch's CPU generator state after the entry (``Flow.rng_state``), and
+                    ``cuda_rng_state`` the CUDA generators' (``None`` on a CPU-only run)
 ``initial_F``       ``F`` of the start cloud (entry 0)
 ``spec``            the resolved spec as TOML text (entry 0): resume refuses a changed spec
 ==================  =======================================================================
@@ -77,6 +78,7 @@ def write_entry(
         "record": None if index == 0 else flow.records[index - 1].as_dict(),
         "metrics": metrics,
         "rng_state": flow.rng_state if flow.rng_state is not None else torch.get_rng_state(),
+        "cuda_rng_state": flow.cuda_rng_state,
         "initial_F": flow.initial_F,
         "spec": spec_toml,
     }
@@ -184,4 +186,5 @@ def restore_flow(
         known = attrs.fields_dict(StepRecord)  # a field added or dropped since: defaults apply
         flow.records.append(StepRecord(**{k: v for k, v in e["record"].items() if k in known}))
     flow.rng_state = entries[-1]["rng_state"]
+    flow.cuda_rng_state = entries[-1].get("cuda_rng_state")
     return flow

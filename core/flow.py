@@ -82,6 +82,9 @@ class Flow:
     """torch's global CPU generator state right after the last completed (sub)step (set by the
     solver before the callback runs): what a checkpoint stores so that
     ``JKOSolver.run(..., resume=flow)`` continues with the same random numbers."""
+    cuda_rng_state: list[Tensor] | None = None
+    """The CUDA generators' states at the same moment (``torch.cuda.get_rng_state_all()``),
+    where CUDA is initialized; ``None`` on a CPU-only run."""
 
     @property
     def steps(self) -> int:

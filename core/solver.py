@@ -586,7 +586,7 @@ class JKOSolver:
             flow = Flow(tau=self.tau, particles=[x], log_densities=[lrho])
             functional.start(x, lrho)
             flow.initial_F = functional.value(x, lrho)
-            flow.rng_state = torch.get_rng_state()
+            _keep_rng(flow)
             if callback:
                 with torch.random.fork_rng(devices=[]):  # a callback never shifts the flow's draws
                     callback(flow)
@@ -656,6 +656,8 @@ class JKOSolver:
             raise ValueError(f"resume: the flow has {done} steps, more than steps = {self.steps}")
         if resume.rng_state is not None:
             torch.set_rng_state(resume.rng_state)
+        if resume.cuda_rng_state is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resume.cuda_rng_state)
         functional.start(resume.particles[0], resume.log_densities[0])
         if resume.initial_F is None:
             resume.initial_F = functional.value(resume.particles[0], resume.log_densities[0])
@@ -770,7 +772,7 @@ class JKOSolver:
         flow.particles.append(x_next)
         flow.log_densities.append(lrho)
         flow.records.append(record)
-        flow.rng_state = torch.get_rng_state()
+        _keep_rng(flow)
         if callback:
             with torch.random.fork_rng(devices=[]):
                 callback(flow)
@@ -1029,6 +1031,12 @@ class JKOSolver:
             xs.append(xb)
             ls.append(lb)
         return torch.cat(xs), None if ls[0] is None else torch.cat(ls)  # type: ignore[arg-type]
+
+
+def _keep_rng(flow: Flow) -> None:
+    """Record torch's generator states (CPU, and CUDA where initialized) in ``flow``."""
+    flow.rng_state = torch.get_rng_state()
+    flow.cuda_rng_state = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
 
 def _convergence(losses: list[float], first_grad: float, final_grad: float) -> tuple[bool, str]:
