@@ -36,8 +36,8 @@ One iteration does one sweep of the net for ``T = grad u`` and, with a dense-Hes
 estimator, ``H_u`` (:meth:`jkoflow.PotentialNet.transport_and_hessian`), one backward pass, one
 (fused where torch has it) optimizer step and ``project()``. The parameters with the last finite
 loss are kept in preallocated buffers (one fused copy, no allocation) for recovery; the loss is
-read to the host once per iteration (its finiteness decides recovery), the gradient norm only
-when a rule or a record needs it. Non-finite parameters show up as a non-finite loss at the
+read to the host once per iteration (its finiteness decides recovery), the gradient norm at
+the first and the last iteration only. Non-finite parameters show up as a non-finite loss at the
 next iteration (or at the end) and are attributed then.
 
 With ``optimizer = "lbfgs"`` (torch's L-BFGS with a strong-Wolfe line search; deterministic
@@ -71,8 +71,8 @@ class InnerState:
     learning rate (halved by recoveries, divided by the plateau schedule); ``drops`` and
     ``failures``: recovered numerical failures; ``plateau_drops``: plateau divisions so far;
     ``since``: the iteration of the last learning-rate change (the windows restart there);
-    ``first_grad`` / ``grad_norm``: gradient norm at the first and the latest iteration where
-    it was read; ``evaluations``: evaluations of ``L`` (L-BFGS line searches add some);
+    ``first_grad`` / ``grad_norm``: gradient norm at the first and (after :meth:`InnerLoop.finish`)
+    the last iteration; ``evaluations``: evaluations of ``L`` (L-BFGS line searches add some);
     ``stop``: why the loop ended (``""`` while it runs): ``"tol"``, ``"cap"``.
     """
 
@@ -259,7 +259,7 @@ class InnerLoop:
                 _, transport_t, value = self._evaluate(state)
                 self._keep()
                 transport = float(transport_t.detach())
-                if state.iteration == 0 or self._wants_grad(state):
+                if state.iteration == 0:
                     state.grad_norm = self._grad_norm()
                 self.optimizer.step()
             if self.lbfgs:
@@ -294,19 +294,12 @@ class InnerLoop:
                 self._keep()
                 first.append(value)
                 transport.append(float(transport_t.detach()))
-                if state.iteration == 0 or self._wants_grad(state):
+                if state.iteration == 0:
                     state.grad_norm = self._grad_norm()
             return loss.detach()
 
         self.optimizer.step(closure)  # type: ignore[arg-type]  # LBFGS takes a closure returning a tensor
         return first[0], transport[0]
-
-    def _wants_grad(self, state: InnerState) -> bool:
-        """Read the gradient norm at the iterations whose record may be the last one."""
-        return (
-            state.iteration + 1 >= self.s.inner_iters
-            or (state.iteration + 1) % max(self.s.tol_window, 1) == 0
-        )
 
     def _maybe_stop(self, state: InnerState) -> None:
         if state.iteration >= self.s.inner_iters:
@@ -348,6 +341,8 @@ class InnerLoop:
         rolled back to the last finite ones (recorded as a failure)."""
         from .solver import _finite_parameters
 
+        if state.iteration:  # the last iteration's gradient is still in .grad
+            state.grad_norm = self._grad_norm()
         if not _finite_parameters(self.params):
             state.drops += 1
             state.failures.append(
