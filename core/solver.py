@@ -401,7 +401,7 @@ class JKOSolver:
         ends earlier when the stopping rule (``tol``) says it has stalled.
     lr: learning rate of the inner optimizer (for ``"lbfgs"``: its initial step length, which
         the line search adapts).
-    optimizer: ``"adam"`` (paper; fused kernel), ``"adamw"``, ``"sgd"`` or ``"lbfgs"`` (torch's
+    optimizer: ``"adam"`` (paper; a fused kernel on CUDA), ``"adamw"``, ``"sgd"`` or ``"lbfgs"`` (torch's
         L-BFGS with a strong-Wolfe line search, for deterministic objectives: no
         ``batch_size``, no ``fresh_samples``).
     warm_start: start each step from the previous step's ``theta`` (else re-initialize).
@@ -421,9 +421,10 @@ class JKOSolver:
     lr_schedule: ``"plateau"`` (default), ``"constant"`` or ``"cosine"`` (the inner learning rate
         decays from ``lr`` to ``lr / 100`` over ``inner_iters`` by a half cosine, restarting every step; with
         stochastic objectives such as ``fresh_samples`` this averages out the gradient noise
-        that a constant rate leaves in the last iterate). With ``"plateau"`` the lr starts at ``lr`` and is divided by 10 each time the stopping
-        rule finds a stall, twice, so that the loop ends at ``lr / 100`` (the cosine floor)
-        after as many iterations as the step needs.
+        that a constant rate leaves in the last iterate). With ``"plateau"`` the lr starts at
+        ``lr`` and is divided by 10 each time the stopping rule finds a stall, twice, so that
+        the loop ends at ``lr / 100`` (the cosine floor) after as many iterations as the step
+        needs.
     progress: show a progress bar over JKO steps.
     on_failure: what a non-finite loss, a failed ``log det H_u`` or non-finite parameters
         do inside the inner loop: ``"halve_lr"`` (default) restores the last finite
