@@ -5,8 +5,13 @@ jkoflow [--threads N] [--debug] [--version] COMMAND ...
 The commands come from plugins through the hook ``jkoflow_add_commands`` (see
 :mod:`jkoflow.registry`): the built-in plugin ``jkoflow.plugins.commands`` adds
 
-jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--seed S] [--allow-import MODULE]
+jkoflow run [SPEC.toml | PROBLEM] [--steps N] [--out DIR] [--overwrite] [--seed S] [--device D]
+            [--nproc N] [--allow-import MODULE]
+jkoflow resume DIR [--steps N] [--nproc N]
+jkoflow show DIR [DIR ...]
 jkoflow plugins [--json]
+
+(``jkoflow.plugins.show`` and ``jkoflow.plugins.sweep`` add ``show`` and ``sweep SWEEP.toml``)
 
 and other plugins add theirs. The one command of core is
 
