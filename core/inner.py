@@ -146,7 +146,6 @@ class InnerLoop:
         self.params: list[Tensor] = list(potential.parameters())
         self.wants_logdet = Need.LOGDET in functional.needs and logdet is not None
         self.logdet = logdet
-        self.dense: LogDetEstimator | None = None
         self.lbfgs = settings.optimizer == "lbfgs"
         self.optimizer = self._optimizer(settings.lr)
         self.snapshot = [p.detach().clone() for p in self.params]
@@ -192,7 +191,7 @@ class InnerLoop:
         except LogDetError as exc:
             cause, hint = self.describe_logdet(exc)
             raise _Failure("non-finite loss", cause, hint) from exc
-        value = loss.item()  # the one host read per evaluation
+        value = loss.item()  # the loop's one host read per evaluation (estimators add their checks)
         state.evaluations += 1
         if not math.isfinite(value):
             self._attribute(xb, lb, state)
