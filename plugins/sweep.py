@@ -359,6 +359,17 @@ def _backend(args: argparse.Namespace) -> str:
     return "ray"
 
 
+def _worker_failed(exc: BaseException) -> dict[str, Any]:
+    """The result row of a run whose worker raised or died (never dropped from the table)."""
+    return {
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "metrics": {},
+        "steps": None,
+        "action": "failed",
+    }
+
+
 def _execute(
     cases: list[Case],
     out: Path,
@@ -391,13 +402,7 @@ def _execute(
                     try:
                         result = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 (a worker that died is a failed row)
-                        result = {
-                            "status": "failed",
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "metrics": {},
-                            "steps": None,
-                            "action": "failed",
-                        }
+                        result = _worker_failed(exc)
                     on_result(case, result)
         finally:
             if started:
@@ -418,13 +423,7 @@ def _execute(
                 try:
                     result = fut.result()
                 except Exception as exc:  # noqa: BLE001 (a worker that died is a failed row)
-                    result = {
-                        "status": "failed",
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "metrics": {},
-                        "steps": None,
-                        "action": "failed",
-                    }
+                    result = _worker_failed(exc)
                 on_result(futures[fut], result)
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
