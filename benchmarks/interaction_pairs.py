@@ -1,8 +1,11 @@
-"""Interaction energy: every ordered pair (the square) against each pair once (the triangle).
+"""Interaction energy: every ordered pair (the square), each pair once by autograd over gathered
+pairs (the triangle), and each pair once with the closed-form gradient in dense row blocks
+(``pair_sum_and_grad``, what ``InteractionEnergy`` uses for the built-in kernels).
 
 Times one forward + backward of ``1/2 mean_{i != j} W(y_i - y_j)`` (the aggregation kernel
-``W(z) = |z|^2/2 - log|z|``) on ``N`` particles, alternating the two variants (A B A B ...) on one
-thread, and prints medians and their ratio. Run: ``python benchmarks/interaction_pairs.py``.
+``W(z) = |z|^2/2 - log|z|``) on ``N`` particles, alternating the three variants (A B C A B C ...)
+on one thread, and prints medians and ratios to the closed form.
+Run: ``python benchmarks/interaction_pairs.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ import time
 
 import torch
 from jkoflow.plugins.energies import InteractionEnergy
+
+
+class _GatheredPairs:
+    """The aggregation kernel without ``value_and_grad``: autograd through gathered pairs."""
+
+    even = True
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        r2 = z.pow(2).sum(-1)
+        return 0.5 * r2 - 0.5 * torch.log(r2)
 
 
 def _square(energy: InteractionEnergy, y: torch.Tensor) -> torch.Tensor:
@@ -33,18 +46,29 @@ def main() -> None:
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     energy = InteractionEnergy(W="aggregation")
-    print(f"| N | square ms | triangle ms | square / triangle |  ({args.dtype}, d = {args.dim}, 1 thread)")
-    print("|---|---|---|---|")
+    gathered = InteractionEnergy(W=_GatheredPairs())
+    variants = {
+        "square": lambda y: _square(energy, y),
+        "triangle": gathered._energy,
+        "closed form": energy._energy,
+    }
+    print(
+        "| N | square ms | triangle (autograd) ms | closed form ms | square / closed | triangle / closed |"
+        f"  ({args.dtype}, d = {args.dim}, 1 thread)"
+    )
+    print("|---|---|---|---|---|---|")
     for n in args.n:
         y = torch.randn(n, args.dim, dtype=dtype, requires_grad=True)
-        times: dict[str, list[float]] = {"square": [], "triangle": []}
+        times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeats):
-            for name, fn in (("square", _square), ("triangle", InteractionEnergy._energy)):
+            for name, fn in variants.items():
                 t = time.perf_counter()
-                fn(energy, y).backward()
+                fn(y).backward()
                 times[name].append(time.perf_counter() - t)
-        sq, tri = statistics.median(times["square"][1:]), statistics.median(times["triangle"][1:])
-        print(f"| {n} | {1e3 * sq:.2f} | {1e3 * tri:.2f} | {sq / tri:.2f} |")
+        sq, tri, closed = (statistics.median(times[name][1:]) for name in variants)
+        print(
+            f"| {n} | {1e3 * sq:.2f} | {1e3 * tri:.2f} | {1e3 * closed:.2f} | {sq / closed:.2f} | {tri / closed:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1025,6 +1025,12 @@ class JKOSolver:
             xb = z[start : start + chunk]
             lb = None if logdet is None or lz is None else lz[start : start + chunk]
             for previous in flow.potentials:
+                if lb is not None and logdet is not None and logdet.uses_hessian:
+                    # T and H_u of the previous map from one sweep
+                    yb, hess = previous.transport_and_hessian(xb, create_graph=False)
+                    lb = lb - logdet.from_hessian(hess, grad=False).value.detach()
+                    xb = yb.detach()
+                    continue
                 if lb is not None:
                     assert logdet is not None
                     lb = lb - logdet(previous, xb, grad=False).value.detach()

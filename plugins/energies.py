@@ -25,7 +25,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jkoflow.convexity import ResolvedRegion, as_float64, row_hessian, sweep_convexity
@@ -110,6 +110,14 @@ class AggregationKernel:
         r2 = z.pow(2).sum(-1)
         return 0.5 * r2 - 0.5 * torch.log(r2)
 
+    def value_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``W(z)`` and ``grad W(z) = z (1 - 1/|z|^2)`` (in ``d = 1``: ``r - 1/r``)."""
+        if z.shape[-1] == 1:
+            r = z[..., 0]
+            return 0.5 * r.square() - torch.log(r.abs()), (r - r.reciprocal())[..., None]
+        r2 = z.square().sum(-1)
+        return 0.5 * r2 - 0.5 * torch.log(r2), z * (1.0 - r2.reciprocal())[..., None]
+
 
 class QuadraticKernel:
     """``W(z) = |z|^2 / 2``."""
@@ -118,6 +126,10 @@ class QuadraticKernel:
 
     def __call__(self, z: Tensor) -> Tensor:
         return 0.5 * z.pow(2).sum(-1)
+
+    def value_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``W(z)`` and ``grad W(z) = z``."""
+        return 0.5 * z.square().sum(-1), z
 
 
 # --- internal energy densities f ---------------------------------------------------------
@@ -291,6 +303,62 @@ class PotentialEnergy(Functional):
         return f"PotentialEnergy({self._label})"
 
 
+PAIR_ROWS_ELEMENTS = 1 << 16
+"""Pair differences per row block of :func:`pair_sum_and_grad` (64k: the block's temporaries stay
+in cache; measured fastest of 8k-256k at N = 1000, float64: 6.4 ms against 8.3 at 128k and 22 at 8k)."""
+
+
+def pair_sum_and_grad(
+    y: Tensor, kernel: Any, block_elements: int = PAIR_ROWS_ELEMENTS
+) -> tuple[Tensor, Tensor]:
+    """``S = sum_{i < j} W(y_i - y_j)`` and ``grad_y S`` for an even kernel with a closed-form
+    gradient (``kernel.value_and_grad(z) -> (W(z), grad W(z))``), without autograd.
+
+    Rows ``a <= i < b`` are taken in blocks against the columns ``j >= a``; in the block's own
+    ``m x m`` corner only ``j > i`` counts (the diagonal ``z = 0`` is replaced by a finite dummy and
+    masked out). With ``G_ij = grad W(y_i - y_j)``, ``grad_{y_i} S = sum_{j > i} G_ij - sum_{j < i} G_ji``.
+    The sums are dense per block (no gather of pair indices, no scatter in the backward pass)."""
+    n, d = y.shape
+    total = y.new_zeros(())
+    grad = torch.zeros_like(y)
+    rows = max(1, min(n - 1, block_elements // max(n, 1)))
+    for a in range(0, n - 1, rows):
+        b = min(a + rows, n - 1)
+        m = b - a
+        if d == 1:  # a 2-D difference (a broadcast over a trailing unit axis is 2x slower)
+            z = (y[a:b, 0, None] - y[None, a:, 0])[..., None]
+        else:
+            z = y[a:b, None, :] - y[None, a:, :]  # (m, n - a, d): z[i, c] = y[a + i] - y[a + c]
+        z[:, :m].diagonal(dim1=0, dim2=1).fill_(1.0)  # z = 0 on i == j: any finite value, masked
+        w, g = kernel.value_and_grad(z)
+        upper = torch.ones(m, m, dtype=torch.bool, device=y.device).triu_(1)
+        corner_w = w[:, :m] * upper
+        corner_g = g[:, :m] * upper[..., None]
+        total = total + corner_w.sum() + w[:, m:].sum()
+        grad[a:b] += corner_g.sum(1) + g[:, m:].sum(1)
+        grad[a:b] -= corner_g.sum(0)
+        grad[b:] -= g[:, m:].sum(0)
+    return total, grad
+
+
+class _EvenPairSum(torch.autograd.Function):
+    """``sum_{i < j} W(y_i - y_j)`` with its gradient computed in the forward pass
+    (:func:`pair_sum_and_grad`); differentiable once in ``y``."""
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, kernel: Any) -> Tensor:
+        with torch.no_grad():
+            total, grad = pair_sum_and_grad(y.detach(), kernel)
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, upstream: Tensor) -> tuple[Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return upstream * grad, None
+
+
 @functools.lru_cache(maxsize=16)
 def _upper_pairs(n: int, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Index pairs ``(i, j)`` with ``start <= i < stop`` and ``i < j < n`` (rebuilt per call:
@@ -339,8 +407,13 @@ class InteractionEnergy(Functional):
     def _pairs_once(self, y: Tensor) -> Tensor:
         """``sum_{i < j} W(y_i - y_j)``, which equals ``1/2 sum_{i != j} W(y_i - y_j)`` for an
         even kernel (``W.even = True``: ``W(-z) = W(z)``) at half the kernel evaluations.
-        Rows are taken in blocks of about ``PAIR_BLOCK`` pairs, so memory stays bounded for large N."""
+        A kernel with ``value_and_grad`` (both built-ins) goes through :func:`pair_sum_and_grad`
+        (dense row blocks, closed-form gradient: 2.8x faster at N = 1000 than autograd through
+        gathered pairs); any other even kernel through autograd over the gathered pairs ``i < j``,
+        in row blocks of about ``PAIR_BLOCK`` pairs. Either way memory stays bounded for large N."""
         n = y.shape[0]
+        if hasattr(self.W, "value_and_grad"):
+            return cast(Tensor, _EvenPairSum.apply(y, self.W))
         rows = max(1, min(n - 1, self.PAIR_BLOCK // n))
         total = y.new_zeros(())
         for start in range(0, n - 1, rows):

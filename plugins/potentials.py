@@ -235,28 +235,50 @@ class ICNN(PotentialNet):
 
     def transport_and_hessian(self, x: Tensor, create_graph: bool = True) -> tuple[Tensor, Tensor]:
         """``T(x) = grad u(x)`` and ``H_u(x)`` from one forward and one reverse sweep (the
-        Hessian reuses the sweep's ``g'(h_k)`` and ``delta_k g''(h_k)``)."""
+        Hessian reuses the sweep's ``g'(h_k)`` and ``delta_k g''(h_k)``).
+
+        The forward recursion carries ``J_k^T = (dh_k/dx)^T`` as ``(n, d, w_k)`` so that each
+        layer is one matrix product with ``W^z_k^T`` over all particles (not ``n`` small ones);
+        the first layer's term is ``c_0 Q_0`` with ``Q_0[m] = w_m w_m^T`` the outer products of
+        the rows of ``W^x_0`` (``J_0 = W^x_0`` for every particle), and in ``d = 1`` every
+        ``J_k`` is a vector per particle, so the sum is element-wise."""
         x = x.detach()
         with torch.set_grad_enabled(create_graph):
             grad, (firsts, curvs, gram) = self._sweep(x)
-            n = x.shape[0]
-            w0 = self._lin(0).weight  # J_0 = W^x_0, shared by all particles
-            jacs = [w0.expand(n, -1, -1)]
-            dzdx = firsts[0][:, :, None] * w0
-            for k in range(1, len(firsts)):
-                jac = torch.matmul(self.wz[k - 1], dzdx) + self._lin(k).weight
-                jacs.append(jac)
-                if k + 1 < len(firsts):
-                    step = firsts[k][:, :, None] * jac
-                    dzdx = dzdx + step if self.residual else step
-            jac_all = torch.cat(jacs, dim=1) if len(jacs) > 1 else jacs[0]  # (n, sum_k w_k, d)
-            weighted = (torch.cat(curvs, dim=1)[:, :, None] * jac_all).transpose(1, 2)
-            eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+            n, d = x.shape
+            eye = torch.eye(d, dtype=x.dtype, device=x.device)
             base = self._diag_shift() * eye
             if gram is not None:
                 base = base + gram
-            # one fused batched product: H = base + sum_k J_k^T diag(c_k) J_k
-            hess = torch.baddbmm(base.expand(n, -1, -1), weighted, jac_all)
+            w0 = self._lin(0).weight  # (w_0, d): J_0 = W^x_0, shared by all particles
+            if d == 1:
+                hess1 = curvs[0] @ w0[:, 0].square()
+                dz = firsts[0] * w0[:, 0]  # dz_1/dx, (n, w_0)
+                for k in range(1, len(firsts)):
+                    jac = torch.addmm(self._lin(k).weight[:, 0], dz, self.wz[k - 1].T)  # J_k, (n, w_k)
+                    hess1 = hess1 + (curvs[k] * jac.square()).sum(1)
+                    if k + 1 < len(firsts):
+                        step = firsts[k] * jac
+                        dz = dz + step if self.residual else step
+                hess = (hess1 + base[0, 0]).view(n, 1, 1)
+            else:
+                q0 = (w0[:, :, None] * w0[:, None, :]).reshape(w0.shape[0], d * d)
+                first = torch.addmm(base.reshape(1, d * d), curvs[0], q0).view(n, d, d)
+                dzt = firsts[0][:, None, :] * w0.T  # (dz_1/dx)^T, (n, d, w_0)
+                jts = []
+                for k in range(1, len(firsts)):
+                    jt = torch.matmul(dzt, self.wz[k - 1].T) + self._lin(k).weight.T  # J_k^T
+                    jts.append(jt)
+                    if k + 1 < len(firsts):
+                        step = firsts[k][:, None, :] * jt
+                        dzt = dzt + step if self.residual else step
+                if jts:
+                    jt_all = torch.cat(jts, dim=2) if len(jts) > 1 else jts[0]  # (n, d, sum_k w_k)
+                    c_all = torch.cat(curvs[1:], dim=1) if len(jts) > 1 else curvs[1]
+                    # one fused batched product: H = base + c_0 Q_0 + sum_k J_k^T diag(c_k) J_k
+                    hess = torch.baddbmm(first, jt_all * c_all[:, None, :], jt_all.transpose(1, 2))
+                else:
+                    hess = first
         if not create_graph:
             return grad.detach(), hess.detach()
         return grad, hess

@@ -47,15 +47,35 @@ def test_interaction_refuses_a_single_particle_at_the_start() -> None:
         InteractionEnergy(W="quadratic").start(torch.zeros(1, 1))
 
 
+class _AutogradOnly:
+    """The aggregation kernel without ``value_and_grad``: the autograd path over gathered pairs."""
+
+    even = True
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        r2 = z.pow(2).sum(-1)
+        return 0.5 * r2 - 0.5 * torch.log(r2)
+
+
 @pytest.mark.parametrize("n", [2, 7, 300])
 @pytest.mark.parametrize("block", [1 << 22, 50])
-def test_even_kernel_pairs_once_match_all_ordered_pairs(n: int, block: int, monkeypatch) -> None:
-    """sum_{i<j} W equals 1/2 sum_{i != j} W (value and gradient), also when rows are blocked."""
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_even_kernel_pairs_once_match_all_ordered_pairs(
+    n: int, block: int, dim: int, closed_form: bool, monkeypatch
+) -> None:
+    """sum_{i<j} W equals 1/2 sum_{i != j} W (value and gradient), also when rows are blocked,
+    by the closed-form gradient and by autograd."""
+    from jkoflow.plugins import energies
     from jkoflow.plugins.energies import InteractionEnergy
 
-    energy = InteractionEnergy(W="aggregation")
+    energy = InteractionEnergy(W="aggregation" if closed_form else _AutogradOnly())
     monkeypatch.setattr(InteractionEnergy, "PAIR_BLOCK", block)
-    y = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(n), requires_grad=True)
+    monkeypatch.setattr(energies, "PAIR_ROWS_ELEMENTS", block)
+    monkeypatch.setattr(energies.pair_sum_and_grad, "__defaults__", (block,))
+    y = torch.randn(
+        n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(n), requires_grad=True
+    )
     fast = energy._energy(y)
     (g_fast,) = torch.autograd.grad(fast, y)
     diff = y[:, None, :] - y[None, :, :]
@@ -65,3 +85,19 @@ def test_even_kernel_pairs_once_match_all_ordered_pairs(n: int, block: int, monk
     (g_full,) = torch.autograd.grad(full, y)
     torch.testing.assert_close(fast, full, rtol=1e-12, atol=0)
     torch.testing.assert_close(g_fast, g_full, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["aggregation", "quadratic"])
+@pytest.mark.parametrize("dim", [1, 3])
+def test_closed_form_kernel_gradients_equal_autograd(kind: str, dim: int) -> None:
+    """``value_and_grad`` of each built-in kernel: its ``W`` and autograd's gradient of ``W``."""
+    from jkoflow.plugins.energies import AggregationKernel, QuadraticKernel
+
+    kernel = AggregationKernel() if kind == "aggregation" else QuadraticKernel()
+    z = torch.randn(
+        4, 5, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(dim), requires_grad=True
+    )
+    value, grad = kernel.value_and_grad(z)
+    (ref_grad,) = torch.autograd.grad(kernel(z).sum(), z)
+    torch.testing.assert_close(value, kernel(z))
+    torch.testing.assert_close(grad, ref_grad)

@@ -109,23 +109,43 @@ def test_tol_outside_zero_one_is_refused(tol: object) -> None:
         jkoflow.JKOSolver(tau=0.1, steps=1, tol=tol)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["ficnn", "resicnn"])
-def test_one_sweep_gives_the_same_transport_and_hessian_as_autograd(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "dim", "widths", "quadratic"),
+    [
+        ("ficnn", 3, [6, 6], "full"),
+        ("resicnn", 3, [6, 6], "full"),
+        ("ficnn", 1, [6, 6], "full"),  # d = 1: the element-wise path
+        ("resicnn", 1, [5, 5, 5], "scalar"),
+        ("ficnn", 1, [7], "none"),
+        ("ficnn", 2, [7], "scalar"),  # one layer: only the c_0 Q_0 term
+        ("ficnn", 4, [5, 7, 3], "none"),
+    ],
+)
+def test_one_sweep_gives_the_same_transport_and_hessian_as_autograd(
+    kind: str, dim: int, widths: list[int], quadratic: str
+) -> None:
     torch.manual_seed(2)
-    net = REGISTRY.get("net", kind)(3, widths=[6, 6]).double()
+    net = REGISTRY.get("net", kind)(dim, widths=widths, quadratic=quadratic).double()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.3 * torch.rand_like(p))
     net.project()
-    x = torch.randn(5, 3, dtype=torch.float64)
+    x = torch.randn(5, dim, dtype=torch.float64)
     y, hess = net.transport_and_hessian(x)
     ref_y = jkoflow.PotentialNet.transport(net, x)
     ref_h = jkoflow.PotentialNet.hessian(net, x)
     torch.testing.assert_close(y, ref_y)
     torch.testing.assert_close(hess, ref_h)
-    # and the gradient in theta flows through both
-    (y.sum() + hess.diagonal(dim1=-2, dim2=-1).sum()).backward()
-    assert net.out_z.grad is not None and bool(net.out_z.grad.abs().sum() > 0)
+    # the gradient in theta through both equals autograd's (double backpropagation)
+    weights = torch.randn(5, dim, dim, dtype=torch.float64)
+    params = list(net.parameters())
+    grads = torch.autograd.grad(y.pow(2).sum() + (weights * hess).sum(), params, allow_unused=True)
+    ref = torch.autograd.grad(ref_y.pow(2).sum() + (weights * ref_h).sum(), params, allow_unused=True)
+    for p, g, r in zip(params, grads, ref, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        r = torch.zeros_like(p) if r is None else r
+        torch.testing.assert_close(g, r)
+    assert bool(grads[params.index(net.out_z)].abs().sum() > 0)
 
 
 def test_exact_logdet_from_the_shared_hessian_equals_its_own_call() -> None:
