@@ -174,7 +174,7 @@ def measure(
         "iter_over_plain": 1e3 * cpu_sec / its / plain,
         "wall_s": wall,
         "cpu_s": cpu,
-        "compile_s": getattr(flow, "compile_seconds", None),
+        "compile_s": sum(getattr(r, "compile_seconds", 0.0) for r in records),
     }
     for key in ALL[name]["metrics"]:
         value = metrics.get(key)
@@ -189,7 +189,7 @@ def _format(row: dict[str, Any]) -> str:
         f"{label:<40} N={row['n']:<6} d={row['d']:<4} {row['s_per_step']:8.3f} s/step "
         f"(CPU {row['cpu_s_per_step']:.3f}, all steps {row['cpu_s'] / max(row['steps'], 1):.3f}) "
         f"{row['ms_per_iter']:7.2f} ms/it  its {row['iters_used']:6.0f}  it/plain {row['iter_over_plain']:5.1f}  "
-        f"{extra}"
+        f"{extra}" + (f"  compile {row['compile_s']:.1f} s (wall, apart)" if row.get("compile_s") else "")
     )
 
 

@@ -61,6 +61,9 @@ class StepRecord:
     cpu_seconds: float = float("nan")
     """CPU time of the step (this process, all threads): less inflated than ``seconds`` on a
     shared machine."""
+    compile_seconds: float = 0.0
+    """Wall seconds ``torch.compile`` spent compiling during the step (``solver.compile``; part of
+    ``seconds``, and mostly not of ``cpu_seconds``: inductor compiles in worker processes)."""
 
     def as_dict(self) -> dict[str, object]:
         return attrs.asdict(self)

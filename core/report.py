@@ -10,7 +10,8 @@ file               contents
                    ``converged``, ``inner_iters_used`` (optimizer iterations of the step),
                    ``inner_stop`` (``"tol"``: the stopping rule of :mod:`jkoflow.inner`;
                    ``"cap"``: ``inner_iters`` reached), ``grad_norm``, ``failures`` (the recovered numerical
-                   failures of the step, see :mod:`jkoflow.solver`) and the problem's
+                   failures of the step, see :mod:`jkoflow.solver`), ``compile_seconds``
+                   (with ``solver.compile``: wall seconds spent compiling) and the problem's
                    exact-solution metrics (``F_exact``, ``w1``, ...). JSON has no NaN: a
                    non-finite number is written as null and its key listed in the record's
                    ``non_finite``
@@ -70,6 +71,8 @@ def step_record(flow: Flow, step: int, problem_metrics: dict[str, float], t0: fl
             "grad_norm": rec.grad_norm,
             "failures": list(rec.failures),
         }
+        if rec.compile_seconds:  # solver.compile: the step's compile time, apart
+            base["compile_seconds"] = rec.compile_seconds
         if rec.substep:  # on_failure = "substeps" split a step: this entry covers rec.tau of it
             base["tau"], base["substep"] = rec.tau, rec.substep
     base["t_physical"] = t0 + base["t"]

@@ -188,3 +188,7 @@ def test_compiled_sweeps_give_the_eager_flow() -> None:
     eager = jkoflow.build(spec).execute()
     compiled = jkoflow.build({**spec, "solver": {**spec["solver"], "compile": True}}).execute()
     torch.testing.assert_close(compiled.particles[-1], eager.particles[-1], rtol=1e-4, atol=1e-5)
+    # the compile time is reported apart: spent in step 1 (one net, one shape), none eager
+    assert compiled.records[0].compile_seconds > 0
+    assert compiled.records[0].compile_seconds <= compiled.records[0].seconds
+    assert all(r.compile_seconds == 0 for r in eager.records)
