@@ -213,8 +213,7 @@ PRESETS: dict[str, list[Case]] = {
             Case(
                 f"aggregation d=1{' stratified' if st else ''}",
                 {"kind": "aggregation", "n": 1000, "stratified": st},
-                # the problem's lr 1e-2 (the paper code's is 1e-3: add --solver '{"lr": 0.001}')
-                {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-2, **FIXED},
+                {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3, **FIXED},
                 {"kind": "ficnn", "widths": [50, 50, 50]},
                 baseline="particle",
             )

@@ -274,10 +274,7 @@ class Aggregation(_SteadyStateProblem):
             # -log|z| is singular: in float32 the N = 1000, tau = 1 run met a non-finite loss at
             # step 3 (docs/benchmarks.md); float64 runs clean
             "dtype": "float64",
-            # the paper code's tau and iterations; lr 1e-2 instead of its 1e-3: with the plateau
-            # schedule 10 steps end at W1 0.0026 to rho_inf (1e-3: 0.0038) in 1.8x fewer
-            # iterations (docs/benchmarks.md, "Speed of a JKO step")
-            "solver": {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-2},
+            "solver": {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3},  # the paper code's settings
             "potential": {"kind": "ficnn", "widths": [50, 50, 50]},
         }
 
