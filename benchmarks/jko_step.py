@@ -123,8 +123,11 @@ def plain_step_ms(run: Any, repeats: int = 30) -> float:
     return 1e3 * statistics.median(times[3:])
 
 
-def measure(name: str, solver: dict[str, Any], steps: int | None, iters: int | None) -> dict[str, Any]:
-    """Run setting ``name`` once and return its row."""
+def measure(
+    name: str, solver: dict[str, Any], steps: int | None, iters: int | None, particles: str | None = None
+) -> dict[str, Any]:
+    """Run setting ``name`` once and return its row; with ``particles`` (a directory) also write
+    the last step's particles to ``particles/NAME.npy`` (to score them with other code)."""
     import warnings
 
     import jkoflow
@@ -139,6 +142,13 @@ def measure(name: str, solver: dict[str, Any], steps: int | None, iters: int | N
         wall = time.perf_counter() - begin
         cpu = time.process_time() - cpu0
     records = flow.records
+    if particles is not None:
+        import pathlib
+
+        import numpy as np
+
+        pathlib.Path(particles).mkdir(parents=True, exist_ok=True)
+        np.save(pathlib.Path(particles) / f"{name}.npy", flow.particles[-1].detach().cpu().double().numpy())
     later = records[1:] or records
     sec = statistics.median(r.seconds for r in later)
     cpu_sec = statistics.median(getattr(r, "cpu_seconds", math.nan) for r in later)
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="rounds over the variants (alternated)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="append one JSON line per row to this file")
+    ap.add_argument("--particles", default=None, help="write each run's last particles to DIR/SETTING.npy")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.only or (sorted(SCALING) if args.scaling else list(SETTINGS))
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         for name in names:
             for variant in variants:
-                row = measure(name, variant, steps, iters)
+                row = measure(name, variant, steps, iters, args.particles)
                 print(_format(row), flush=True)
                 if args.json:
                     with open(args.json, "a", encoding="utf-8") as fh:
