@@ -25,7 +25,7 @@ improvement the step has made so far. The test is invariant under shifting and s
 (``F`` is defined up to a constant), and the window means average out the oscillation of a
 stochastic optimizer. With ``lr_schedule = "constant"`` or ``"cosine"`` a stall ends the loop
 (``stop = "tol"``); with ``"plateau"`` it divides the learning rate by 10 and restarts the
-windows, and after :data:`PLATEAU_DROPS` divisions (``lr / 100``, the cosine schedule's floor)
+windows, and after ``plateau_drops`` divisions (default :data:`PLATEAU_DROPS` = 1: ``lr / 10``)
 the next stall ends it (L-BFGS, whose line search sets the step length, stops at the first
 stall). ``inner_iters`` is always the cap (``stop = "cap"``); ``tol = 0``
 switches the rule off.
@@ -59,8 +59,11 @@ from .functional import Functional, LogDet, Need, StepContext
 from .logdet import LogDetError, LogDetEstimator
 from .potential import PotentialNet
 
-PLATEAU_DROPS = 2
-"""Learning-rate divisions by 10 of ``lr_schedule = "plateau"`` before a stall ends the loop."""
+PLATEAU_DROPS = 1
+"""Default ``JKOSolver.plateau_drops``: learning-rate divisions by 10 of ``lr_schedule =
+"plateau"`` before a stall ends the loop. One (the loop ends at ``lr / 10``) keeps the porous-medium
+deviation from the ideal JKO at 3-17 % of the ideal's own error over the tau table (seeds 0-2, as
+with two) in 1.25-1.4x fewer iterations than two (docs/benchmarks.md, "Speed of a JKO step")."""
 
 
 @attrs.define
@@ -149,6 +152,7 @@ class InnerLoop:
         self.lbfgs = settings.optimizer == "lbfgs"
         self.optimizer = self._optimizer(settings.lr)
         self.snapshot = [p.detach().clone() for p in self.params]
+        self.param_data = [p.detach() for p in self.params]  # views of the parameters' storage
         self.active: list[Tensor] | None = None  # L-BFGS: sign of the last projection's move
         self.objective: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] = self._objective
         # the net's sweeps (pure tensor code); the terms and estimators stay eager (they read
@@ -234,7 +238,7 @@ class InnerLoop:
     def _keep(self) -> None:
         """Copy the parameters, whose loss was just found finite, into the recovery buffers."""
         with torch.no_grad():
-            torch._foreach_copy_(self.snapshot, [p.detach() for p in self.params])
+            torch._foreach_copy_(self.snapshot, self.param_data)
 
     def _grad_norm(self) -> float:
         from .solver import _grad_norm
@@ -306,7 +310,7 @@ class InnerLoop:
             return
         if not stalled(state.losses, state.since, self.s.tol_window, self.s.inner_tol):
             return
-        if self.s.lr_schedule == "plateau" and not self.lbfgs and state.plateau_drops < PLATEAU_DROPS:
+        if self.s.lr_schedule == "plateau" and not self.lbfgs and state.plateau_drops < self.s.plateau_drops:
             state.plateau_drops += 1
             state.lr /= 10
             state.since = state.iteration
@@ -330,7 +334,7 @@ class InnerLoop:
             )
         state.failures.append(f"inner iteration {at} (lr {lr_now:.3g}): {what}: {cause}")
         with torch.no_grad():
-            torch._foreach_copy_([p.detach() for p in self.params], self.snapshot)
+            torch._foreach_copy_(self.param_data, self.snapshot)
         state.lr *= 0.5
         self.optimizer = self._optimizer(state.lr)
         return state
@@ -349,7 +353,7 @@ class InnerLoop:
                 "restored the parameters of the last finite loss"
             )
             with torch.no_grad():
-                torch._foreach_copy_([p.detach() for p in self.params], self.snapshot)
+                torch._foreach_copy_(self.param_data, self.snapshot)
         return state
 
     def run(self) -> InnerState:

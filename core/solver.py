@@ -85,7 +85,7 @@ from torch import Tensor
 
 from .flow import Flow, StepRecord
 from .functional import Functional, LogDet, Need, StepContext
-from .inner import InnerLoop
+from .inner import PLATEAU_DROPS, InnerLoop
 from .logdet import LogDetError, LogDetEstimator
 from .potential import PotentialNet
 
@@ -424,9 +424,12 @@ class JKOSolver:
         decays from ``lr`` to ``lr / 100`` over ``inner_iters`` by a half cosine, restarting every step; with
         stochastic objectives such as ``fresh_samples`` this averages out the gradient noise
         that a constant rate leaves in the last iterate). With ``"plateau"`` the lr starts at
-        ``lr`` and is divided by 10 each time the stopping rule finds a stall, twice, so that
-        the loop ends at ``lr / 100`` (the cosine floor) after as many iterations as the step
-        needs.
+        ``lr`` and is divided by 10 each time the stopping rule finds a stall, ``plateau_drops``
+        times, so that the loop ends at ``lr / 10**plateau_drops`` after as many iterations as
+        the step needs.
+    plateau_drops: divisions of the lr by 10 under ``lr_schedule = "plateau"`` before the next
+        stall ends the loop (default :data:`jkoflow.inner.PLATEAU_DROPS` = 1; 2 ends at the
+        cosine floor ``lr / 100``, the default before 2026-12-03).
     progress: show a progress bar over JKO steps.
     on_failure: what a non-finite loss, a failed ``log det H_u`` or non-finite parameters
         do inside the inner loop: ``"halve_lr"`` (default) restores the last finite
@@ -443,8 +446,8 @@ class JKOSolver:
         of the inner stopping rule (:mod:`jkoflow.inner`): the loop has
         stalled when the mean loss of the last ``tol_window`` iterations improved on the window
         before by at most ``tol`` times the step's total improvement so far. A stall ends the
-        loop, or, with ``lr_schedule = "plateau"``, divides the lr by 10 (twice) before it ends
-        it. ``0`` runs every one of ``inner_iters``.
+        loop, or, with ``lr_schedule = "plateau"``, divides the lr by 10 (``plateau_drops``
+        times) before it ends it. ``0`` runs every one of ``inner_iters``.
     tol_window: iterations per window of the stopping rule.
     compile: ``torch.compile`` the net's sweeps (``T = grad u`` and ``H_u``) in the inner loop;
         the compile time is spent in the first step's first iterations (and again for a new
@@ -468,6 +471,7 @@ class JKOSolver:
     max_substeps: int = attrs.field(default=4, validator=_non_negative_int)
     tol: float | str = attrs.field(default="auto")
     tol_window: int = attrs.field(default=20, validator=_non_negative_int)
+    plateau_drops: int = attrs.field(default=PLATEAU_DROPS, validator=_non_negative_int)
     compile: bool = attrs.field(default=False, validator=_bool)
 
     @tol.validator

@@ -58,11 +58,16 @@ def test_tol_ends_the_inner_loop_before_the_cap_at_the_exact_jko_step() -> None:
     assert err_early < 5e-3, err_early  # the exact step is ~0.17 |x| away from x
 
 
-def test_plateau_schedule_divides_the_lr_before_stopping() -> None:
+@pytest.mark.parametrize("drops", [None, 0, 2])
+def test_plateau_schedule_divides_the_lr_before_stopping(drops: int | None) -> None:
     torch.manual_seed(0)
     x = torch.randn(32, 1)
     seen: list[float] = []
-    solver = jkoflow.JKOSolver(tau=0.1, steps=1, inner_iters=3000, lr=1e-2, tol=1e-2, lr_schedule="plateau")
+    extra = {} if drops is None else {"plateau_drops": drops}
+    solver = jkoflow.JKOSolver(
+        tau=0.1, steps=1, inner_iters=3000, lr=1e-2, tol=1e-2, lr_schedule="plateau", **extra
+    )
+    assert solver.plateau_drops == (PLATEAU_DROPS if drops is None else drops)
     from jkoflow import inner
 
     original = inner.InnerLoop.step
@@ -77,7 +82,9 @@ def test_plateau_schedule_divides_the_lr_before_stopping() -> None:
     finally:
         inner.InnerLoop.step = original  # type: ignore[method-assign]
     assert flow.records[0].stop == "tol"
-    assert sorted(set(seen), reverse=True) == pytest.approx([1e-2 / 10**k for k in range(PLATEAU_DROPS + 1)])
+    assert sorted(set(seen), reverse=True) == pytest.approx(
+        [1e-2 / 10**k for k in range(solver.plateau_drops + 1)]
+    )
 
 
 def test_lbfgs_reaches_the_exact_jko_step_in_few_iterations() -> None:

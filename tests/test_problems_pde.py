@@ -122,7 +122,8 @@ def test_quick_bench_porous_medium_bounds() -> None:
     # 0-2, stratified particles; cosine lr over 100 iterations: worst deviation from the ideal JKO
     # / the ideal's own error 0.033-0.052, deviation after 3 steps 0.0009-0.0014; since issue 11
     # the plateau schedule with a cap of 300, stopping after 130-146 iterations: 0.036-0.073 and
-    # 0.0010-0.0018), Algorithm 2's density 0.098-0.106
+    # 0.0010-0.0018; with one plateau drop (the default since 2026-12-03): 0.042-0.082 and
+    # 0.0010-0.0020), Algorithm 2's density 0.097-0.106
     # (L1, relative; the JKO lag itself at t0 + 0.03), relative F error 0.092-0.095 (the JKO lag:
     # the quadrature of the flow's density agrees with the particle estimate to 0.1 %, seed 0),
     # round trips 5e-8 (float32)
