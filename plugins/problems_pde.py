@@ -271,8 +271,10 @@ class Aggregation(_SteadyStateProblem):
             "dim": self.dim,
             "sampler": _gaussian_sampler(self.n, self.std0, self.stratified),
             "terms": [{"kind": "interaction", "weight": 1.0, "W": "aggregation"}],
-            # -log|z| is singular: in float32 the N = 1000, tau = 1 run met a non-finite loss at
-            # step 3 (docs/benchmarks.md); float64 runs clean
+            # -log|z| is singular: in float32 two i.i.d. particles end up on the same float32
+            # value and the energy is +inf (N = 1000, tau = 1, seed 0: step 4 at constant lr, step
+            # 7 with the plateau schedule; stratified clouds ran clean, docs/benchmarks.md);
+            # float64 runs clean
             "dtype": "float64",
             "solver": {"tau": 1.0, "steps": 10, "inner_iters": 400, "lr": 1e-3},  # the paper code's settings
             "potential": {"kind": "ficnn", "widths": [50, 50, 50]},
