@@ -271,11 +271,13 @@ class ExactLogDet(LogDetEstimator):
         (in ``d = 1``: ``log h`` directly, its autograd gradient ``h' / h`` being exact)."""
         if hess.shape[-1] == 1:
             h = hess[:, 0, 0]
-            bad = int((h.detach() <= 0).sum())
-            if bad:
-                raise LogDetError("H_u is not positive definite (u'' <= 0)", bad, hess.shape[0])
             log_h = torch.log(h)
-            check_finite(log_h.detach())
+            # one host read when all is well: log h is finite everywhere iff h > 0 and finite
+            if not bool(torch.isfinite(log_h.detach().sum())):
+                bad = int((h.detach() <= 0).sum())
+                if bad:
+                    raise LogDetError("H_u is not positive definite (u'' <= 0)", bad, hess.shape[0])
+                check_finite(log_h.detach())
             return LogDet(value=log_h.detach(), surrogate=log_h if grad else log_h.detach())
         with torch.no_grad():
             chol, info = torch.linalg.cholesky_ex(hess.detach())

@@ -298,3 +298,19 @@ def test_preconditioning_by_the_icnn_quadratic_cuts_the_error(cls) -> None:  # t
         value = cls(probes=2, precondition=precondition)(potential, x).value
         errors.append(float(((value - ref_value).abs() / ref_value.abs()).mean()))
     assert errors[1] < errors[0] / 3, errors
+
+
+def test_exact_logdet_in_one_dimension_names_the_bad_particles() -> None:
+    """d = 1 (``log h``): ``h <= 0`` at k particles is "not positive definite" at k of n; an
+    infinite ``h`` is "not finite"; positive finite ``h`` gives ``log h`` exactly."""
+    from jkoflow.plugins.estimators import ExactLogDet
+
+    exact = ExactLogDet()
+    h = torch.tensor([2.0, 0.5, 1.0, 3.0])
+    torch.testing.assert_close(exact.from_hessian(h.view(-1, 1, 1)).value, torch.log(h))
+    with pytest.raises(LogDetError, match="not positive definite") as info:
+        exact.from_hessian(torch.tensor([2.0, -1.0, 0.0, 3.0]).view(-1, 1, 1))
+    assert (info.value.bad, info.value.total) == (2, 4)
+    with pytest.raises(LogDetError, match="not finite") as info:
+        exact.from_hessian(torch.tensor([2.0, float("inf"), 1.0, 3.0]).view(-1, 1, 1))
+    assert (info.value.bad, info.value.total) == (1, 4)
