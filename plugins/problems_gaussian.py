@@ -238,7 +238,7 @@ class FokkerPlanckGaussian(Problem):
     ``None`` (in a dict spec) to fit the carried particles as the paper's code does.
 
     Suggested inner iterations: 50 up to ``dim = 32``, 200 above (50 are not enough there:
-    covariance error 0.054 at d = 64 and 0.088 at d = 128 after 10 steps); measured in
+    covariance error 0.054 at d = 64 and 0.094 at d = 128 after 10 steps); measured in
     docs/benchmarks.md ("Speed of a JKO step").
     """
 
@@ -295,8 +295,8 @@ class FokkerPlanckGaussian(Problem):
                 "tau": self.tau,
                 "steps": self.steps,
                 # 50 cosine iterations reach the same worst-step error as 200 at d = 20 (0.034-0.035
-                # against 0.032-0.033, seeds 0-2); above d = 32 (widths (8, 8)) they do not
-                # (d = 64: 0.054, d = 128: 0.088 at step 10), so 200 stay there
+                # against 0.031-0.033, seeds 0-2); above d = 32 (widths (8, 8)) they do not
+                # (d = 64: 0.054, d = 128: 0.094 at step 10), so 200 stay there
                 "inner_iters": 50 if self.dim <= 32 else 200,
                 "lr": 1e-2,
                 "logdet": "auto",
