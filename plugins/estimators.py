@@ -22,6 +22,8 @@ warns with :class:`~jkoflow.logdet.LogDetWarning` when CG does not reach its tol
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Any
 
@@ -273,7 +275,7 @@ class ExactLogDet(LogDetEstimator):
             h = hess[:, 0, 0]
             log_h = torch.log(h)
             # one host read when all is well: log h is finite everywhere iff h > 0 and finite
-            if not bool(torch.isfinite(log_h.detach().sum())):
+            if not math.isfinite(float(log_h.detach().sum())):
                 bad = int((h.detach() <= 0).sum())
                 if bad:
                     raise LogDetError("H_u is not positive definite (u'' <= 0)", bad, hess.shape[0])

@@ -246,12 +246,11 @@ class ICNN(PotentialNet):
         with torch.set_grad_enabled(create_graph):
             grad, (firsts, curvs, gram) = self._sweep(x)
             n, d = x.shape
-            eye = torch.eye(d, dtype=x.dtype, device=x.device)
-            base = self._diag_shift() * eye
-            if gram is not None:
-                base = base + gram
             w0 = self._lin(0).weight  # (w_0, d): J_0 = W^x_0, shared by all particles
             if d == 1:
+                shift: Tensor | float = self._diag_shift()
+                if gram is not None:
+                    shift = gram[0, 0] + shift
                 hess1 = curvs[0] @ w0[:, 0].square()
                 dz = firsts[0] * w0[:, 0]  # dz_1/dx, (n, w_0)
                 for k in range(1, len(firsts)):
@@ -260,8 +259,12 @@ class ICNN(PotentialNet):
                     if k + 1 < len(firsts):
                         step = firsts[k] * jac
                         dz = dz + step if self.residual else step
-                hess = (hess1 + base[0, 0]).view(n, 1, 1)
+                hess = (hess1 + shift).view(n, 1, 1)
             else:
+                eye = torch.eye(d, dtype=x.dtype, device=x.device)
+                base = self._diag_shift() * eye
+                if gram is not None:
+                    base = base + gram
                 q0 = (w0[:, :, None] * w0[:, None, :]).reshape(w0.shape[0], d * d)
                 first = torch.addmm(base.reshape(1, d * d), curvs[0], q0).view(n, d, d)
                 dzt = firsts[0][:, None, :] * w0.T  # (dz_1/dx)^T, (n, d, w_0)
