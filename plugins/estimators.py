@@ -23,7 +23,6 @@ warns with :class:`~jkoflow.logdet.LogDetWarning` when CG does not reach its tol
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from typing import Any
 
