@@ -926,21 +926,27 @@ class JKOSolver:
             if bool(torch.isfinite(value * weight)):
                 continue
             count = _count_bad(term, x, y, tau, ld, log_density)
-            where = f"at {count} of {n} particles" if count is not None else "(no per-particle count)"
+            if count is None:
+                where = "(no per-particle count) of T(x)"
+            elif count == 0:  # non-finite on the cloud, finite on every single particle
+                where = (
+                    "on the particles of T(x) together but at no single one (the term couples "
+                    "particles: e.g. two of them coincide under a kernel singular at 0)"
+                )
+            else:
+                where = f"at {count} of {n} particles of T(x)"
             at_x = _evaluate(term, x, x, tau, ld_id, log_density)
             if isinstance(at_x, str) or not bool(torch.isfinite(at_x * weight)):
                 count_x = None if isinstance(at_x, str) else _count_bad(term, x, x, tau, ld_id, log_density)
                 shown = _describe(at_x) if not isinstance(at_x, str) else f"raising {at_x}"
-                at = f"at {count_x} of {n}" if count_x is not None else "on the"
+                at = f"at {count_x} of {n}" if count_x else "on the"
                 parts.append(
-                    f"{label} is {_describe(value)} {where} of T(x), and {shown} already {at} current "
+                    f"{label} is {_describe(value)} {where}, and {shown} already {at} current "
                     "particles (the identity map T(x) = x)"
                 )
                 undefined_at_x.append(f"{term!r}")
             else:
-                parts.append(
-                    f"{label} is {_describe(value)} {where} of T(x), but finite at the current particles"
-                )
+                parts.append(f"{label} is {_describe(value)} {where}, but finite at the current particles")
         if not parts:
             parts.append(
                 "the transport and every term are finite, but their sum is not (e.g. inf - inf between terms)"

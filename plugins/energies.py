@@ -331,9 +331,9 @@ def pair_sum_and_grad(
             z = y[a:b, None, :] - y[None, a:, :]  # (m, n - a, d): z[i, c] = y[a + i] - y[a + c]
         z[:, :m].diagonal(dim1=0, dim2=1).fill_(1.0)  # z = 0 on i == j: any finite value, masked
         w, g = kernel.value_and_grad(z)
-        upper = torch.ones(m, m, dtype=torch.bool, device=y.device).triu_(1)
-        corner_w = w[:, :m] * upper
-        corner_g = g[:, :m] * upper[..., None]
+        lower = torch.ones(m, m, dtype=torch.bool, device=y.device).tril_()  # j <= i: not counted
+        corner_w = w[:, :m].masked_fill(lower, 0.0)  # (not a product: W may be inf there)
+        corner_g = g[:, :m].masked_fill(lower[..., None], 0.0)
         total = total + corner_w.sum() + w[:, m:].sum()
         grad[a:b] += corner_g.sum(1) + g[:, m:].sum(1)
         grad[a:b] -= corner_g.sum(0)

@@ -101,3 +101,21 @@ def test_closed_form_kernel_gradients_equal_autograd(kind: str, dim: int) -> Non
     (ref_grad,) = torch.autograd.grad(kernel(z).sum(), z)
     torch.testing.assert_close(value, kernel(z))
     torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize("where", [(3, 4), (0, 299)])  # in one row block, and across blocks
+def test_coinciding_particles_make_the_aggregation_energy_infinite_and_are_named(
+    where: tuple[int, int],
+) -> None:
+    """Two particles on one point under ``-log|z|``: the energy is +inf (not NaN, also when the
+    pair sits in a block's masked corner), and ``value`` names the duplicate."""
+    from jkoflow.plugins.energies import InteractionEnergy
+
+    energy = InteractionEnergy(W="aggregation")
+    x = torch.linspace(-1.0, 1.0, 300, dtype=torch.float64)[:, None]
+    x[where[1]] = x[where[0]]
+    assert energy._energy(x).item() == float("inf")
+    with pytest.raises(
+        ValueError, match="is inf on these 300 particles: 1 of 300 particles duplicate another"
+    ):
+        energy.value(x)

@@ -348,3 +348,21 @@ def test_python_api_mistakes_are_clear_errors(call, fragment: str) -> None:
     with pytest.raises((ValueError, TypeError)) as info:
         call(solver, _potential("quadratic"), torch.randn(10, 1))
     assert fragment in str(info.value)
+
+
+def test_a_pair_term_infinite_on_no_single_particle_says_the_term_couples_them() -> None:
+    """Two particles of T(x) on one point make the aggregation energy +inf; no single particle
+    is to blame, and the diagnosis says so instead of counting 0 bad particles."""
+    energy = REGISTRY.get("functional", "interaction")(W="aggregation")
+    x = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64)[:, None]
+    y = x.clone()
+    y[3] = y[4]
+    solver = jkoflow.JKOSolver(tau=0.1, steps=1)
+    transport = ((y - x) ** 2).sum(1).mean() / 0.2
+    cause, _hint, hopeless = solver._diagnose(energy, x, None, y, transport, None)
+    assert (
+        "is +inf on the particles of T(x) together but at no single one (the term couples particles" in cause
+    )
+    assert "but finite at the current particles" in cause
+    assert not hopeless
+    assert "at 0 of" not in cause
