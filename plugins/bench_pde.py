@@ -101,11 +101,12 @@ the paper's constant lr 1e-3 on stratified particles and 0.32-5.3 on i.i.d. ones
 
 CARRIED_PLATEAU: dict[str, Any] = {"fresh_samples": 0, "lr_schedule": "plateau", "tol": 0.01, "lr": PDE_LR}
 """The suite's porous-medium configuration since issue 11: the carried (stratified) particles,
-lr 1e-2 divided by 10 at each stall of the inner stopping rule (tol 0.01, windows of 20), the
-loop ending at the third stall; ``inner_iters`` is a cap. Measured (docs/benchmarks.md, "Speed
+lr 1e-2 divided by 10 at a stall of the inner stopping rule (tol 0.01, windows of 20), the
+loop ending at the next stall (``solver.plateau_drops = 1``; it ended at the third stall with two
+drops before 2026-12-03); ``inner_iters`` is a cap. Measured (docs/benchmarks.md, "Speed
 of a JKO step"; the same cases as :data:`CARRIED_COSINE`): worst deviation from the ideal JKO
-over the ideal's own error 0.02-0.17 over the tau table, seeds 0-2, in 130-170 of the 400
-iterations (the cosine schedule runs them all)."""
+over the ideal's own error 0.03-0.17 over the tau table, seeds 0-2, in about 100 of the 400
+iterations (two drops: 0.02-0.17 in 130-170; the cosine schedule runs them all)."""
 
 
 def fresh(n: int) -> dict[str, Any]:
