@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _cli_run import fit_interrupted_at
 from jkoflow import cli
 from jkoflow.solver import JKOSolver
 
@@ -17,18 +17,7 @@ from jkoflow.solver import JKOSolver
 def test_interrupt_after_two_steps_keeps_them(
     how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fit = JKOSolver._fit
-    calls = {"n": 0}
-
-    def fit_then_interrupt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            if how == "sigint":
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(JKOSolver, "_fit", fit_then_interrupt)
+    monkeypatch.setattr(JKOSolver, "_fit", fit_interrupted_at(3, how))
     out = tmp_path / "run"
     handler_before = signal.getsignal(signal.SIGTERM)
     code = cli.main(["run", "heat", "--steps", "5", "--out", str(out), "--no-progress"])

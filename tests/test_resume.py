@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from jkoflow import checkpoint, cli
+from _cli_run import fit_interrupted_at, run_cli, write_spec
+from jkoflow import checkpoint
 from jkoflow.solver import JKOSolver
 
 TINY = """
@@ -40,13 +41,10 @@ STOCHASTIC = TINY.replace(
 
 
 def _spec(tmp_path: Path, text: str = TINY) -> Path:
-    path = tmp_path / "spec.toml"
-    path.write_text(text)
-    return path
+    return write_spec(tmp_path, text)
 
 
-def _run(*argv: str) -> int:
-    return cli.main([*argv, "--no-progress"])
+_run = run_cli
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
@@ -143,19 +141,8 @@ def test_sigint_and_sigterm_leave_a_resumable_directory(
     spec = _spec(tmp_path)
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert _run("run", str(spec), "--out", str(ref)) == 0
-    fit = JKOSolver._fit
-    calls = {"n": 0}
-
-    def fit_then_interrupt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            if how == "sigint":
-                raise KeyboardInterrupt
-            os.kill(os.getpid(), signal.SIGTERM)
-        return fit(self, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(JKOSolver, "_fit", fit_then_interrupt)
+        m.setattr(JKOSolver, "_fit", fit_interrupted_at(3, how))
         assert _run("run", str(spec), "--out", str(cut)) == 130
     err = capsys.readouterr().err
     assert f"the 2 completed steps are in {cut}" in err and f"jkoflow resume {cut}" in err

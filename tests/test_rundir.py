@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli_run import run_cli, write_spec
 from jkoflow import cli
 from jkoflow.rundir import LOCK_NAME, RunDir, RunDirBusy, unique_dir
 
@@ -32,13 +33,10 @@ inner_iters = 10
 
 
 def _spec(tmp_path: Path, text: str = TINY) -> Path:
-    path = tmp_path / "spec.toml"
-    path.write_text(text)
-    return path
+    return write_spec(tmp_path, text)
 
 
-def _run(*argv: str) -> int:
-    return cli.main([*argv, "--no-progress"])
+_run = run_cli
 
 
 def _digest(directory: Path) -> dict[str, str]:

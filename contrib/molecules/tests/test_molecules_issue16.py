@@ -12,6 +12,8 @@ pytest.importorskip("rdkit")
 pytest.importorskip("selfies")
 import torch
 from _shim import molecules_module
+from _tiny import SMALL, TEST, TRAIN
+from _tiny import small_vae as _small_vae
 
 torch.set_num_threads(1)
 data = molecules_module("data")
@@ -21,14 +23,9 @@ train_mod = molecules_module("train")
 plugin = molecules_module("plugin")
 run_cli = molecules_module("run_cli")
 
-TRAIN = data.load_sample("train")[:256]
-TEST = data.load_sample("test")[:16]
-SMALL = {"embed_dim": 16, "enc_hidden": 32, "dec_hidden": 48, "max_len": 60}
-
 
 def small_vae(kind: str = "smiles"):
-    torch.manual_seed(0)
-    return vae_mod.MoleculeVAE.create(tokens.MolTokenizer.build(kind, TRAIN), **SMALL)
+    return _small_vae(kind)
 
 
 # --- decoding modes ---------------------------------------------------------------------------

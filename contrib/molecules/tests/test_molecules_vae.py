@@ -10,6 +10,8 @@ pytest.importorskip("rdkit")
 pytest.importorskip("selfies")
 import torch
 from _shim import molecules_module
+from _tiny import SMALL, TEST, TRAIN
+from _tiny import small_vae as _small_vae
 
 torch.set_num_threads(1)
 data = molecules_module("data")
@@ -18,14 +20,9 @@ vae_mod = molecules_module("vae")
 train_mod = molecules_module("train")
 PAIRED_VAE = molecules_module("pools").PAIRED_VAE
 
-TRAIN = data.load_sample("train")[:256]
-TEST = data.load_sample("test")[:16]
-SMALL = {"embed_dim": 16, "enc_hidden": 32, "dec_hidden": 48, "max_len": 60}
-
 
 def small_vae(kind: str = "selfies"):
-    torch.manual_seed(0)
-    return vae_mod.MoleculeVAE.create(tokens.MolTokenizer.build(kind, TRAIN), **SMALL)
+    return _small_vae(kind)
 
 
 def test_default_size_and_latent_dim() -> None:
