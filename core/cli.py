@@ -111,6 +111,11 @@ _positive_int = positive_int  # the former name
 DEBUG_HELP = "show the full traceback of an error instead of a one-line message"
 
 
+def add_allow_import(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--allow-import MODULE`` option of the commands that read a spec."""
+    parser.add_argument("--allow-import", action="append", default=[], metavar="MODULE", help=help)
+
+
 def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     """The ``jkoflow`` parser: global options, every plugin's commands (hook
     ``jkoflow_add_commands`` on ``registry``, default: :func:`default_registry`) and ``bench``."""

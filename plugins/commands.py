@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jkoflow.cli import DEBUG_HELP, CommandContext, positive_int
+from jkoflow.cli import DEBUG_HELP, CommandContext, add_allow_import, positive_int
 from jkoflow.registry import default_registry, hookimpl
 from jkoflow.solver import FlowDivergedError
 
@@ -416,12 +416,9 @@ def jkoflow_add_commands(subparsers: Any) -> None:
         help="override the spec's device: cpu (default) or cuda[:index]; every tensor of the run is made on it",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="allow import strings 'MODULE.sub:attr' from MODULE (and its submodules) in this spec; "
+    add_allow_import(
+        run,
+        "allow import strings 'MODULE.sub:attr' from MODULE (and its submodules) in this spec; "
         "without it a spec can only name registered plugins",
     )
     run.add_argument(
@@ -454,13 +451,7 @@ def jkoflow_add_commands(subparsers: Any) -> None:
         metavar="N",
         help="continue on N processes (as jkoflow run --nproc)",
     )
-    resume.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="allow import strings from MODULE in the run's spec (as for jkoflow run)",
-    )
+    add_allow_import(resume, "allow import strings from MODULE in the run's spec (as for jkoflow run)")
     resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     resume.set_defaults(handler=resume_command)
     from jkoflow.plugins import show, sweep

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from jkoflow.cli import DEBUG_HELP, CommandContext
+from jkoflow.cli import DEBUG_HELP, CommandContext, add_allow_import
 from jkoflow.registry import default_registry
 
 __all__ = ["RunInfo", "add_parser", "load_info", "show_command"]
@@ -286,12 +286,6 @@ def add_parser(subparsers: Any) -> None:
     show.add_argument("directories", nargs="+", metavar="DIR", help="run directories")
     show.add_argument("--no-plot", action="store_true", help="do not re-render DIR/summary.png")
     show.add_argument("--plot", metavar="FILE", help="with several DIRs: F over time of all of them in FILE")
-    show.add_argument(
-        "--allow-import",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="as for jkoflow run (the plot's problem)",
-    )
+    add_allow_import(show, "as for jkoflow run (the plot's problem)")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     show.set_defaults(handler=show_command)

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from jkoflow.cli import DEBUG_HELP, CommandContext, positive_int
+from jkoflow.cli import DEBUG_HELP, CommandContext, add_allow_import, positive_int
 
 __all__ = ["Case", "SweepError", "add_parser", "load_sweep", "run_case", "sweep_command"]
 
@@ -529,8 +529,6 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="parallel runs (default: the CPU cores; 1: in this process)",
     )
-    sweep.add_argument(
-        "--allow-import", action="append", default=[], metavar="MODULE", help="as for jkoflow run"
-    )
+    add_allow_import(sweep, "as for jkoflow run")
     sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sweep.set_defaults(handler=sweep_command)

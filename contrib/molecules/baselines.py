@@ -227,11 +227,7 @@ def matched_baselines(
                 continue
             m = cloud_metrics(smiles, start=start_decoded)
             row = {
-                "optimizer": opt_name,
-                "lr": lr,
-                "lambda_2": float(l2),
-                "iters": done,
-                "seconds": seconds,
+                **_config_row(opt_name, lr, l2, done, seconds),
                 **m,
                 **closeness(xd, ref),
                 "V_mean": float(V(xd).mean()),
@@ -246,11 +242,7 @@ def matched_baselines(
                 break
         if diverged:
             row = {
-                "optimizer": opt_name,
-                "lr": lr,
-                "lambda_2": float(l2),
-                "iters": done,
-                "seconds": seconds,
+                **_config_row(opt_name, lr, l2, done, seconds),
                 "reached": False,
                 "diverged": True,
                 "best_qed_median": best_median,
@@ -259,6 +251,11 @@ def matched_baselines(
         if log:
             log(row)
     return rows
+
+
+def _config_row(opt_name: str, lr: float, l2: float, done: int, seconds: float) -> dict[str, Any]:
+    """The leading columns of a baseline row: the configuration and what it cost."""
+    return {"optimizer": opt_name, "lr": lr, "lambda_2": float(l2), "iters": done, "seconds": seconds}
 
 
 def best_rows(rows: list[dict[str, Any]], min_validity: float = 90.0) -> list[dict[str, Any]]:
