@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from .functional import Functional, LogDet, Need, StepContext
-from .logdet import LogDetError, LogDetEstimator
+from .logdet import LogDetError, LogDetEstimator, low_rank_route
 from .potential import PotentialNet
 
 PLATEAU_DROPS = 1
@@ -174,8 +174,11 @@ class InnerLoop:
         ld: LogDet | None = None
         if self.wants_logdet:
             assert self.logdet is not None
-            est = self.logdet.for_dim(xb.shape[1])
-            if est.uses_hessian:
+            est = self.logdet.for_potential(self.potential, xb.shape[1])
+            if est.supports_low_rank and low_rank_route(self.potential, xb.shape[1]):
+                y, factored = self.potential.transport_and_low_rank_hessian(xb)
+                ld = est.from_low_rank(factored)
+            elif est.uses_hessian:
                 y, hess = self.transport_and_hessian(xb)
                 ld = est.from_hessian(hess)
             else:

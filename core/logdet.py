@@ -16,7 +16,18 @@ import torch
 from torch import Tensor
 
 from .functional import LogDet
-from .potential import PotentialNet
+from .potential import LowRankHessian, PotentialNet
+
+LOW_RANK_RATIO = 0.5
+"""The exact log-det takes the low-rank route (:class:`~jkoflow.potential.LowRankHessian`, the
+matrix determinant lemma) when the net's :meth:`~jkoflow.PotentialNet.hessian_rank` ``r`` is at most
+this fraction of ``d`` (docs/benchmarks.md, "Log-determinant estimators")."""
+
+
+def low_rank_route(potential: PotentialNet, dim: int) -> bool:
+    """Whether ``H_u`` of ``potential`` in dimension ``dim`` is cheaper in its low-rank form."""
+    rank = potential.hessian_rank()
+    return rank is not None and dim > 1 and rank <= LOW_RANK_RATIO * dim
 
 
 class LogDetError(ArithmeticError):
@@ -41,11 +52,24 @@ class LogDetEstimator(abc.ABC):
     """
 
     uses_hessian: bool = False
+    supports_low_rank: bool = False
+    """Implements :meth:`from_low_rank` (the solver then asks nets with a
+    :meth:`~jkoflow.PotentialNet.hessian_rank` for the factored ``H_u``, see :func:`low_rank_route`)."""
 
     def for_dim(self, dim: int) -> LogDetEstimator:
         """The estimator that does the work in dimension ``dim`` (a dispatcher such as
         ``auto`` returns its choice; others themselves)."""
         return self
+
+    def for_potential(self, potential: PotentialNet, dim: int) -> LogDetEstimator:
+        """The estimator that does the work for ``potential`` in dimension ``dim``: by default
+        :meth:`for_dim`; a dispatcher may also look at the net (``auto`` takes the exact route
+        wherever the net's low-rank Hessian form makes it cheap)."""
+        return self.for_dim(dim)
+
+    def from_low_rank(self, hess: LowRankHessian, *, grad: bool = True) -> LogDet:
+        """The estimate from the factored Hessians; only where ``supports_low_rank``."""
+        raise NotImplementedError(f"{type(self).__name__} does not work from low-rank Hessians")
 
     def from_hessian(self, hess: Tensor, *, grad: bool = True) -> LogDet:
         """The estimate from the batched Hessians ``H_u(x_i)`` (shape ``(n, d, d)``,

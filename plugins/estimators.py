@@ -29,8 +29,8 @@ from typing import Any
 import attrs
 import torch
 from jkoflow.functional import LogDet
-from jkoflow.logdet import LogDetError, LogDetEstimator, check_finite, warn
-from jkoflow.potential import PotentialNet
+from jkoflow.logdet import LogDetError, LogDetEstimator, check_finite, low_rank_route, warn
+from jkoflow.potential import LowRankHessian, PotentialNet
 from jkoflow.registry import Registry, hookimpl
 from torch import Tensor
 
@@ -263,9 +263,61 @@ class ExactLogDet(LogDetEstimator):
     """
 
     uses_hessian = True
+    supports_low_rank = True
 
     def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:
+        if low_rank_route(potential, x.shape[1]):
+            return self.from_low_rank(
+                potential.transport_and_low_rank_hessian(x, create_graph=grad)[1], grad=grad
+            )
         return self.from_hessian(potential.hessian(x, create_graph=grad), grad=grad)
+
+    def from_low_rank(self, hess: LowRankHessian, *, grad: bool = True) -> LogDet:
+        """``log det H_u = 2 sum_k log L_kk + log det S``, ``S = I_r + diag(c) G``,
+        ``G = W^T W = C^T (V^T V) C`` (matrix determinant lemma on ``H_u = L (I + W diag(c) W^T)
+        L^T``, ``W = V C``).
+
+        With ``c >= 0`` (an ICNN after ``project()``) ``S`` is similar to the SPD
+        ``K = I + c^{1/2} G c^{1/2}`` (eigenvalues at least 1): one ``r x r`` Cholesky per
+        particle gives ``log det S = log det K`` and, by Woodbury,
+        ``S^{-1} = I - c^{1/2} K^{-1} c^{1/2} G`` (no division by ``c``). Surrogate: the first
+        term through autograd, and ``<sg(S^{-T}), S(theta)>_F`` whose gradient is
+        ``tr(S^{-1} dS/dtheta) = d/dtheta log det S``. Negative weights (a net that is not
+        input-convex) take an LU route instead; ``det S <= 0`` raises :class:`LogDetError`."""
+        coef, c = hess.coefficients, hess.weights
+        n, r = c.shape
+        eye = torch.eye(r, dtype=coef.dtype, device=coef.device)
+        gamma = hess.basis.T @ hess.basis  # V^T V, (r, r)
+        gram = torch.bmm(coef.transpose(1, 2), torch.matmul(gamma, coef))  # W_i^T W_i
+        small = eye + c[:, :, None] * gram  # S, (n, r, r)
+        base = 2.0 * torch.log(torch.diagonal(hess.chol)).sum()
+        with torch.no_grad():
+            g, w = gram.detach(), c.detach()
+            if bool((w >= 0).all()):
+                root = w.sqrt()
+                chol, info = torch.linalg.cholesky_ex(
+                    torch.addcmul(eye, root[:, :, None] * g, root[:, None, :])
+                )
+                bad = int((info != 0).sum())
+                logabs = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+                inverse = (
+                    None
+                    if bad or not grad
+                    else eye
+                    - torch.bmm(root[:, :, None] * torch.cholesky_inverse(chol) * root[:, None, :], g)
+                )
+            else:
+                sign, logabs = torch.linalg.slogdet(small.detach())
+                bad = int((sign <= 0).sum())
+                inverse = None if bad or not grad else torch.linalg.inv(small.detach())
+            if bad:
+                raise LogDetError("H_u is not positive definite (det of the low-rank part <= 0)", bad, n)
+            logdet = logabs + base.detach()
+            check_finite(logdet)
+        if inverse is None:
+            return LogDet(value=logdet, surrogate=logdet)
+        trace = (inverse.transpose(1, 2) * small).sum((-2, -1))
+        return LogDet(value=logdet, surrogate=logdet + (base - base.detach()) + (trace - trace.detach()))
 
     def from_hessian(self, hess: Tensor, *, grad: bool = True) -> LogDet:
         """``log det`` by batched Cholesky of the given ``H_u(x_i)``, with the trace surrogate
@@ -479,15 +531,22 @@ class AutoLogDet(LogDetEstimator):
             options = dict(AUTO_STOCHASTIC_OPTIONS) if stochastic == "slq" else {}
         self.stochastic = STOCHASTIC[stochastic](**options)
 
-    def choose(self, dim: int) -> LogDetEstimator:
-        """The estimator used in dimension ``dim``."""
-        return self.exact if dim <= self.threshold else self.stochastic
+    def choose(self, dim: int, potential: PotentialNet | None = None) -> LogDetEstimator:
+        """The estimator used in dimension ``dim``: exact up to the threshold, and above it
+        wherever ``potential`` has a low-rank Hessian form that makes exact cheap
+        (:func:`jkoflow.logdet.low_rank_route`)."""
+        if dim <= self.threshold or (potential is not None and low_rank_route(potential, dim)):
+            return self.exact
+        return self.stochastic
 
     def for_dim(self, dim: int) -> LogDetEstimator:
         return self.choose(dim)
 
+    def for_potential(self, potential: PotentialNet, dim: int) -> LogDetEstimator:
+        return self.choose(dim, potential)
+
     def __call__(self, potential: PotentialNet, x: Tensor, *, grad: bool = True) -> LogDet:
-        return self.choose(x.shape[1])(potential, x, grad=grad)
+        return self.choose(x.shape[1], potential)(potential, x, grad=grad)
 
 
 @hookimpl

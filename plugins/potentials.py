@@ -38,7 +38,7 @@ from typing import cast
 
 import torch
 import torch.nn.functional as nnf
-from jkoflow.potential import PotentialNet
+from jkoflow.potential import LowRankHessian, PotentialNet
 from jkoflow.registry import hookimpl
 from torch import Tensor, nn
 
@@ -267,14 +267,7 @@ class ICNN(PotentialNet):
                     base = base + gram
                 q0 = (w0[:, :, None] * w0[:, None, :]).reshape(w0.shape[0], d * d)
                 first = torch.addmm(base.reshape(1, d * d), curvs[0], q0).view(n, d, d)
-                dzt = firsts[0][:, None, :] * w0.T  # (dz_1/dx)^T, (n, d, w_0)
-                jts = []
-                for k in range(1, len(firsts)):
-                    jt = torch.matmul(dzt, self.wz[k - 1].T) + self._lin(k).weight.T  # J_k^T
-                    jts.append(jt)
-                    if k + 1 < len(firsts):
-                        step = firsts[k][:, None, :] * jt
-                        dzt = dzt + step if self.residual else step
+                jts = self._input_jacobians(firsts, [self._lin(k).weight.T for k in range(len(firsts))])
                 if jts:
                     jt_all = torch.cat(jts, dim=2) if len(jts) > 1 else jts[0]  # (n, d, sum_k w_k)
                     c_all = torch.cat(curvs[1:], dim=1) if len(jts) > 1 else curvs[1]
@@ -285,6 +278,59 @@ class ICNN(PotentialNet):
         if not create_graph:
             return grad.detach(), hess.detach()
         return grad, hess
+
+    def _input_jacobians(self, firsts: list[Tensor], inputs: list[Tensor]) -> list[Tensor]:
+        """``J_k^T = (dh_k/dx)^T`` of shape ``(n, d, w_k)`` for ``k >= 1`` by the forward recursion
+        ``J_k^T = (g'(h_{k-1}) * J_{k-1}^T) W^z_k^T + W^x_k^T`` (plus the skip term), with
+        ``inputs[k]`` (``(d, w_k)``) in the place of ``W^x_k^T``. The recursion is linear in
+        ``inputs``, so ``inputs[k] = L^{-1} W^x_k^T`` gives the whitened ``L^{-1} J_k^T``."""
+        dzt = firsts[0][:, None, :] * inputs[0]  # (dz_1/dx)^T, (n, d, w_0)
+        jts = []
+        for k in range(1, len(firsts)):
+            jt = torch.matmul(dzt, self.wz[k - 1].T) + inputs[k]
+            jts.append(jt)
+            if k + 1 < len(firsts):
+                step = firsts[k][:, None, :] * jt
+                dzt = dzt + step if self.residual else step
+        return jts
+
+    def hessian_rank(self) -> int | None:
+        """``r = w_1 + ... + w_K``: ``H_u(x) - (A^T A + alpha I)`` is a sum of ``K`` terms
+        ``J_k^T diag(c_k) J_k`` of rank ``w_k``; ``None`` when ``alpha = 0`` (the constant part may
+        then be singular)."""
+        return sum(self.widths) if self.strong_convexity > 0 else None
+
+    def transport_and_low_rank_hessian(
+        self, x: Tensor, create_graph: bool = True
+    ) -> tuple[Tensor, LowRankHessian]:
+        """``T(x)`` and ``H_u(x) = L (I + W diag(c) W^T) L^T`` (:class:`LowRankHessian`) from one
+        sweep, with ``L L^T = A^T A + alpha I`` (one ``d x d`` Cholesky per call) and ``c`` the
+        concatenated ``delta_k * g''(h_k)``.
+
+        Every ``J_k`` is a combination of the input layers' rows: with ``X`` the ``(r, d)``
+        stack of ``W^x_0, ..., W^x_K``, ``J_k^T = X^T C_{k,i}``, and the Jacobian recursion run on
+        the selectors ``E_k^T`` (the blocks of ``I_r``) in the place of ``W^x_k^T`` gives the
+        coefficients ``C_i = [C_{0,i}, ..., C_{K,i}]`` (``(n, r, r)``, no ``d`` in them). Then
+        ``W_i = L^{-1} X^T C_i``: basis ``V = L^{-1} X^T`` from one triangular solve."""
+        x = x.detach()
+        with torch.set_grad_enabled(create_graph):
+            grad, (firsts, curvs, gram) = self._sweep(x)
+            n, d = x.shape
+            assert self.strong_convexity > 0, "hessian_rank() is None: alpha = 0"
+            base = self._diag_shift() * torch.eye(d, dtype=x.dtype, device=x.device)  # B = A^T A + alpha I
+            chol = torch.linalg.cholesky(base if gram is None else base + gram)
+            inputs = torch.cat([self._lin(k).weight for k in range(len(firsts))], dim=0)  # X, (r, d)
+            basis = torch.linalg.solve_triangular(chol, inputs.T, upper=False)  # V = L^{-1} X^T
+            r = inputs.shape[0]
+            selectors = list(torch.eye(r, dtype=x.dtype, device=x.device).split(self.widths, dim=1))
+            blocks = [selectors[0].expand(n, r, self.widths[0]), *self._input_jacobians(firsts, selectors)]
+            coefficients = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]
+            weights = torch.cat(curvs, dim=1) if len(curvs) > 1 else curvs[0]
+        if not create_graph:
+            return grad.detach(), LowRankHessian(
+                chol.detach(), basis.detach(), coefficients.detach(), weights.detach()
+            )
+        return grad, LowRankHessian(chol, basis, coefficients, weights)
 
     def hvp(self, x: Tensor, v: Tensor, create_graph: bool = True) -> Tensor:
         """``H_u(x_i) v_i`` by one tangent and one reverse sweep (closed form)."""

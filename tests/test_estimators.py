@@ -314,3 +314,93 @@ def test_exact_logdet_in_one_dimension_names_the_bad_particles() -> None:
     with pytest.raises(LogDetError, match="not finite") as info:
         exact.from_hessian(torch.tensor([2.0, float("inf"), 1.0, 3.0]).view(-1, 1, 1))
     assert (info.value.bad, info.value.total) == (1, 4)
+
+
+# --- the low-rank route of the exact estimator (matrix determinant lemma) ---------------------
+@pytest.mark.parametrize("name", ["exact", "auto"])
+@pytest.mark.parametrize(("dim", "widths"), [(16, (4, 4)), (40, (8, 6, 4)), (128, (8, 8))])
+def test_low_rank_route_matches_the_generic_hessian(name: str, dim: int, widths: tuple[int, ...]) -> None:
+    """``r = sum(widths) <= d / 2``: ``exact`` (and ``auto``, even above its threshold at
+    d = 128) go through :class:`LowRankHessian`; value and theta-gradient against ``slogdet``
+    of the generic autograd Hessian."""
+    from jkoflow.logdet import low_rank_route
+
+    potential = strategies.random_icnn(dim, seed=dim, widths=widths, spectrum=(0.2, 0.5))
+    assert low_rank_route(potential, dim)
+    x = torch.randn(24, dim, generator=torch.Generator().manual_seed(0))
+    ref_value, _ = exact_reference(potential, x)
+    spread = float(ref_value.max() - ref_value.min())
+    assert spread > 0.1  # the x-dependent part matters
+    check(name, 64, compare(name, potential, x))
+    value, _ = estimate(name, potential, x)  # and per particle, on the scale of its variation
+    torch.testing.assert_close(value - value.mean(), ref_value - ref_value.mean(), rtol=0, atol=1e-4 * spread)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("activation", ["softplus", "celu"])
+def test_low_rank_hessian_is_the_closed_form_hessian(residual: bool, activation: str) -> None:
+    """``L (I + W diag(c) W^T) L^T`` rebuilt densely equals the closed-form and the autograd
+    Hessian; ``log det`` from it (Cholesky + Woodbury) equals the dense Cholesky route in value and
+    theta-gradient, in float64, also where some weights ``c`` are 0 (a unit with no curvature)."""
+    torch.manual_seed(0)
+    net = (resicnn if residual else ficnn)(
+        12, widths=(2, 2, 2), activation=activation, init_scale=1.0
+    ).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        net.out_z.uniform_(0.5, 1.5)
+        net.wz[0].uniform_(0.2, 1.0)
+        net.wz[1].zero_()  # the middle layer's units get no curvature: c = 0 there (ficnn)
+    net.project()
+    x = torch.randn(9, 12, dtype=torch.float64)
+    y, factored = net.transport_and_low_rank_hessian(x)
+    torch.testing.assert_close(y, net.transport(x))
+    torch.testing.assert_close(factored.dense(), PotentialNet.hessian(net, x))
+    if not residual:
+        assert bool((factored.weights[:, 2:4] == 0).all())
+    exact = ExactLogDet()
+    dense, low = exact.from_hessian(net.hessian(x)), exact.from_low_rank(factored)
+    torch.testing.assert_close(low.value, dense.value, rtol=1e-12, atol=1e-12)
+    params = list(net.parameters())
+    grads = [torch.autograd.grad(out.surrogate.sum(), params, allow_unused=True) for out in (dense, low)]
+    for a, b, p in zip(*grads, params):
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(zero if b is None else b, zero if a is None else a, rtol=1e-10, atol=1e-12)
+
+
+def test_low_rank_route_with_negative_weights_and_a_singular_hessian() -> None:
+    """A net that is not input-convex (``W^z`` not projected) has negative weights ``c``: the LU
+    branch gives the same ``log det`` as ``slogdet`` where ``det > 0``, and a Hessian with
+    ``det <= 0`` is a :class:`LogDetError` counting its particles."""
+    torch.manual_seed(3)
+    net = ficnn(10, widths=(3, 2), init_scale=1.0).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        net.out_z.fill_(1.0)
+        net.wz[0].uniform_(-1.0, -0.2)  # negative: c < 0 at the first layer
+    x = torch.randn(6, 10, dtype=torch.float64)
+    _, factored = net.transport_and_low_rank_hessian(x)
+    assert bool((factored.weights < 0).any())
+    sign, ref = torch.linalg.slogdet(PotentialNet.hessian(net, x))
+    exact = ExactLogDet()
+    if bool((sign > 0).all()):
+        torch.testing.assert_close(exact.from_low_rank(factored).value, ref)
+    with torch.no_grad():
+        net.out_z.fill_(-50.0)  # strongly concave ridges: det H <= 0 at some particles
+    _, factored = net.transport_and_low_rank_hessian(x)
+    sign, _ = torch.linalg.slogdet(PotentialNet.hessian(net, x))
+    bad = int((sign <= 0).sum())
+    assert bad >= 1
+    with pytest.raises(LogDetError, match="not positive definite") as info:
+        exact.from_low_rank(factored)
+    assert (info.value.bad, info.value.total) == (bad, 6)
+
+
+def test_auto_takes_the_exact_low_rank_route_above_its_threshold() -> None:
+    auto = AutoLogDet(threshold=8)
+    assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8))), ExactLogDet)  # r = 16 <= 32 / 2
+    assert isinstance(auto.choose(32, ficnn(32, widths=(16, 16))), SLQLogDet)  # r = 32 > 16
+    assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8), alpha=0.0)), SLQLogDet)  # B may be singular
+    assert isinstance(auto.choose(32), SLQLogDet)  # no net: by d alone
