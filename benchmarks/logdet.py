@@ -16,9 +16,14 @@ Stochastic estimators precondition with ``G = A^T A + alpha I`` (the ICNN's lear
 ``PotentialNet.hessian_baseline``) unless marked "no precond.".
 
 ``exact-autograd`` is the generic route (``PotentialNet.hessian`` by vmapped double
-backpropagation) for reference.
+backpropagation) for reference. ``exact`` takes the route :func:`jkoflow.logdet.low_rank_route`
+chooses; ``exact-dense`` (Cholesky of the ``(n, d, d)`` Hessians) and ``exact-lowrank`` (matrix
+determinant lemma on :class:`jkoflow.potential.LowRankHessian`, rank ``r = sum(widths)``; only
+where ``r < d``) force one route, to place the crossover ``LOW_RANK_RATIO``.
 
     python benchmarks/logdet.py --dims 2 8 32 128 512 --markdown
+    python benchmarks/logdet.py --dims 16 32 64 128 256 --widths 8 8 \
+        --only exact-dense exact-lowrank "slq p=2 m=8" --markdown
 """
 
 from __future__ import annotations
@@ -70,6 +75,22 @@ CONFIGS: list[tuple[str, Any]] = [
 Stochastic estimators precondition with the ICNN's quadratic part unless marked otherwise."""
 
 
+class _DenseExact(ExactLogDet):
+    """The exact estimator forced onto the dense Cholesky route."""
+
+    def __call__(self, potential: PotentialNet, x: torch.Tensor, *, grad: bool = True):  # type: ignore[no-untyped-def]
+        return self.from_hessian(potential.hessian(x, create_graph=grad), grad=grad)
+
+
+class _LowRankExact(ExactLogDet):
+    """The exact estimator forced onto the low-rank route."""
+
+    def __call__(self, potential: PotentialNet, x: torch.Tensor, *, grad: bool = True):  # type: ignore[no-untyped-def]
+        return self.from_low_rank(
+            potential.transport_and_low_rank_hessian(x, create_graph=grad)[1], grad=grad
+        )
+
+
 class _GenericHessian(LogDetEstimator):
     """The exact estimator on the generic autograd Hessian (``PotentialNet.hessian``)."""
 
@@ -84,9 +105,9 @@ class _GenericHessian(LogDetEstimator):
         return dim
 
 
-def make_icnn(dim: int, seed: int = 0) -> ICNN:
-    """The shared fixed-seed test ICNN (:func:`jkoflow.testing.strategies.random_icnn`), widths 64."""
-    return random_icnn(dim, seed=seed, widths=(64, 64))  # type: ignore[return-value]
+def make_icnn(dim: int, seed: int = 0, widths: tuple[int, ...] = (64, 64)) -> ICNN:
+    """The shared fixed-seed test ICNN (:func:`jkoflow.testing.strategies.random_icnn`)."""
+    return random_icnn(dim, seed=seed, widths=widths)  # type: ignore[return-value]
 
 
 def measure(
@@ -114,17 +135,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--autograd-max-dim", type=int, default=128, help="largest d for exact-autograd")
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 64], help="the ICNN's hidden widths")
+    parser.add_argument("--only", nargs="+", default=None, help="estimator names to run (and exact)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
+    rank = sum(args.widths)
     for dim in args.dims:
-        net = make_icnn(dim)
+        net = make_icnn(dim, widths=tuple(args.widths))
         x = torch.randn(args.n, dim, generator=torch.Generator().manual_seed(1))
         t_exact, v_exact, g_exact = measure(ExactLogDet(), net, x, args.repeats)
         configs = list(CONFIGS)
+        configs.insert(1, ("exact-dense", _DenseExact))
+        if rank < dim:
+            configs.insert(2, ("exact-lowrank", _LowRankExact))
         if dim <= args.autograd_max_dim:
             configs.insert(1, ("exact-autograd", _GenericHessian))
+        if args.only:
+            configs = [c for c in configs if c[0] in args.only or c[0] == "exact"]
         for name, make in configs:
             estimator = make()
             if name == "exact":
@@ -136,6 +165,7 @@ def main() -> None:
             cos = float(torch.nn.functional.cosine_similarity(grad.double(), g_exact.double(), dim=0))
             row = {
                 "d": dim,
+                "r": rank,
                 "estimator": name,
                 "matvecs": estimator.matvecs(dim),
                 "seconds": seconds,
@@ -153,12 +183,12 @@ def main() -> None:
             )
     if args.markdown:
         print(
-            f"\n| d | estimator | matvecs/particle | CPU s (N={args.n}, 1 thread) | time / exact | rel err | mean err | grad cos |"
+            f"\n| d | r | estimator | matvecs/particle | CPU s (N={args.n}, 1 thread) | time / exact | rel err | mean err | grad cos |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['d']} | {r['estimator']} | {r['matvecs']} | {r['seconds']:.3f} | {r['vs_exact']:.2f} | "
+                f"| {r['d']} | {r['r']} | {r['estimator']} | {r['matvecs']} | {r['seconds']:.3f} | {r['vs_exact']:.2f} | "
                 f"{r['rel_err']:.4f} | {r['mean_err']:.4f} | {r['cos']:.4f} |"
             )
 

@@ -40,8 +40,10 @@ Operator = Callable[[Tensor], Tensor]
 AUTO_THRESHOLD = 64
 """Default dimension up to which ``auto`` uses the exact estimator (docs/benchmarks.md,
 "Log-determinant estimators"): up to d = 64 exact costs at most a few times the cheapest
-stochastic setting and carries no Monte Carlo noise into the log-densities; at d = 128 it costs
-12-16x the preconditioned SLQ, which is within 1% there."""
+stochastic setting and carries no Monte Carlo noise into the log-densities; at d = 128 the dense
+route costs 12-16x the preconditioned SLQ, which is within 1% there. Above the threshold ``auto``
+still takes the exact estimator where the net's low-rank route applies
+(:func:`jkoflow.logdet.low_rank_route`), which is then the cheapest of all."""
 
 AUTO_STOCHASTIC_OPTIONS: dict[str, Any] = {"probes": 2, "lanczos_steps": 8}
 """``auto``'s default SLQ budget above the threshold (preconditioned)."""
@@ -278,9 +280,10 @@ class ExactLogDet(LogDetEstimator):
         L^T``, ``W = V C``).
 
         With ``c >= 0`` (an ICNN after ``project()``) ``S`` is similar to the SPD
-        ``K = I + c^{1/2} G c^{1/2}`` (eigenvalues at least 1): one ``r x r`` Cholesky per
+        ``K = I + c^{1/2} G c^{1/2} = R R^T`` (eigenvalues at least 1): one ``r x r`` Cholesky per
         particle gives ``log det S = log det K`` and, by Woodbury,
-        ``S^{-1} = I - c^{1/2} K^{-1} c^{1/2} G`` (no division by ``c``). Surrogate: the first
+        ``S^{-1} = I - c^{1/2} K^{-1} c^{1/2} G = I - Z^T Z G`` with ``Z = R^{-1} diag(c^{1/2})``
+        (one triangular solve; no division by ``c``). Surrogate: the first
         term through autograd, and ``<sg(S^{-T}), S(theta)>_F`` whose gradient is
         ``tr(S^{-1} dS/dtheta) = d/dtheta log det S``. Negative weights (a net that is not
         input-convex) take an LU route instead; ``det S <= 0`` raises :class:`LogDetError`."""
@@ -300,12 +303,10 @@ class ExactLogDet(LogDetEstimator):
                 )
                 bad = int((info != 0).sum())
                 logabs = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-                inverse = (
-                    None
-                    if bad or not grad
-                    else eye
-                    - torch.bmm(root[:, :, None] * torch.cholesky_inverse(chol) * root[:, None, :], g)
-                )
+                inverse = None
+                if not bad and grad:  # c^{1/2} K^{-1} c^{1/2} = Z^T Z, Z = R^{-1} diag(c^{1/2}), K = R R^T
+                    z = torch.linalg.solve_triangular(chol, torch.diag_embed(root), upper=False)
+                    inverse = eye - torch.bmm(torch.bmm(z.transpose(1, 2), z), g)
             else:
                 sign, logabs = torch.linalg.slogdet(small.detach())
                 bad = int((sign <= 0).sum())

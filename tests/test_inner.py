@@ -201,7 +201,9 @@ def test_compiled_sweeps_give_the_eager_flow() -> None:
     assert all(r.compile_seconds == 0 for r in eager.records)
 
 
-def test_the_low_rank_route_drives_the_same_flow_as_the_dense_hessian(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_low_rank_route_drives_the_same_flow_as_the_dense_hessian(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Fokker-Planck in d = 16 with a (4, 4) ICNN (r = 8 <= d / 2): the inner loop and the push
     take the low-rank route of the exact log-det; with the route switched off
     (``LOW_RANK_RATIO = 0``) the dense Cholesky route gives the same losses and particles (float64).
