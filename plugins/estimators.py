@@ -43,7 +43,7 @@ AUTO_THRESHOLD = 64
 stochastic setting and carries no Monte Carlo noise into the log-densities; at d = 128 the dense
 route costs 12-16x the preconditioned SLQ, which is within 1% there. Above the threshold ``auto``
 still takes the exact estimator where the net's low-rank route applies
-(:func:`jkoflow.logdet.low_rank_route`), which is then the cheapest of all."""
+(:func:`jkoflow.logdet.low_rank_route`) and costs less than SLQ (:meth:`AutoLogDet.choose`)."""
 
 AUTO_STOCHASTIC_OPTIONS: dict[str, Any] = {"probes": 2, "lanczos_steps": 8}
 """``auto``'s default SLQ budget above the threshold (preconditioned)."""
@@ -533,11 +533,25 @@ class AutoLogDet(LogDetEstimator):
         self.stochastic = STOCHASTIC[stochastic](**options)
 
     def choose(self, dim: int, potential: PotentialNet | None = None) -> LogDetEstimator:
-        """The estimator used in dimension ``dim``: exact up to the threshold, and above it
-        wherever ``potential`` has a low-rank Hessian form that makes exact cheap
-        (:func:`jkoflow.logdet.low_rank_route`)."""
-        if dim <= self.threshold or (potential is not None and low_rank_route(potential, dim)):
+        """The estimator used in dimension ``dim``: exact up to the threshold; above it, exact
+        where ``potential`` has a low-rank Hessian form (:func:`jkoflow.logdet.low_rank_route`)
+        whose cost beats the stochastic estimator's, else the stochastic one.
+
+        Cost model, checked against ``benchmarks/logdet.py`` (docs/benchmarks.md): the low-rank
+        route costs ``~ n r^3`` (``r x r`` products and factorizations per particle), a Krylov
+        estimator ``~ n m r (r + d)`` for ``m`` matvecs of ``~ r (w + d) <= r (r + d)`` each; exact
+        is chosen when ``r^2 <= m (r + d)``. Measured at N = 512 against SLQ p = 2, m = 8
+        (``m = 18``): r = 16, d = 128: 0.012 s vs 0.097 s (chosen); r = 64, d = 128: 0.19 vs 0.11 s
+        (not chosen); r = 64, d = 192: 0.19 vs 0.18 s (the break-even); r = 128, d = 256: 1.16 vs
+        0.29 s (not chosen)."""
+        if dim <= self.threshold:
             return self.exact
+        if potential is not None and low_rank_route(potential, dim):
+            rank = potential.hessian_rank()
+            matvecs = getattr(self.stochastic, "matvecs", None)
+            assert rank is not None
+            if matvecs is not None and rank * rank <= matvecs(dim) * (rank + dim):
+                return self.exact
         return self.stochastic
 
     def for_dim(self, dim: int) -> LogDetEstimator:

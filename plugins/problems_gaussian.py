@@ -214,6 +214,15 @@ def ula(
 
 
 # --- the problem -------------------------------------------------------------------------
+def inner_iterations(dim: int) -> int:
+    """The problem's suggested inner iterations per JKO step in dimension ``dim`` (fresh samples,
+    cosine lr 1e-2): the fewest that kept the noise-free covariance error at or below 0.05 over
+    10 steps on seeds 0-2 with a margin (docs/benchmarks.md, "Speed of a JKO step")."""
+    if dim <= 32:
+        return 50
+    return 150 if dim <= 128 else 200
+
+
 class FokkerPlanckGaussian(Problem):
     """``F = int V rho + int rho log rho``, ``V = (x - mu)^T A (x - mu)``,
     ``A = Q diag(linspace(spectrum_min, spectrum_max, dim)) Q^T`` (``Q`` a random rotation from
@@ -237,9 +246,10 @@ class FokkerPlanckGaussian(Problem):
     0.033 at worst with fresh samples; docs/benchmarks.md). Set ``solver.fresh_samples`` to
     ``None`` (in a dict spec) to fit the carried particles as the paper's code does.
 
-    Suggested inner iterations: 50 up to ``dim = 32``, 200 above (50 are not enough there:
-    covariance error 0.054 at d = 64 and 0.094 at d = 128 after 10 steps); measured in
-    docs/benchmarks.md ("Speed of a JKO step").
+    Suggested inner iterations (:func:`inner_iterations`): 50 up to ``dim = 32``, 150 up to
+    ``dim = 128``, 200 above (50 are not enough above d = 32: covariance error 0.054 at d = 64 and
+    0.094 at d = 128 after 10 steps; 100 at d = 128 reach 0.049); measured in docs/benchmarks.md
+    ("Speed of a JKO step").
     """
 
     vanishing_at_start = frozenset({"map_error", "map_cov_rel_error"})
@@ -294,10 +304,11 @@ class FokkerPlanckGaussian(Problem):
             "solver": {
                 "tau": self.tau,
                 "steps": self.steps,
-                # 50 cosine iterations reach the same worst-step error as 200 at d = 20 (0.034-0.035
-                # against 0.031-0.033, seeds 0-2); above d = 32 (widths (8, 8)) they do not
-                # (d = 64: 0.054, d = 128: 0.094 at step 10), so 200 stay there
-                "inner_iters": 50 if self.dim <= 32 else 200,
+                # worst-step error over 10 steps, seeds 0-2 (docs/benchmarks.md): d = 20: 50 cosine
+                # iterations 0.034-0.035 (200: 0.031-0.033); d = 64, widths (8, 8): 100 iterations
+                # 0.038-0.039 (50: 0.054); d = 128: 150 iterations 0.039-0.040 (100: 0.044-0.049,
+                # 200: 0.033); d = 256: 150 iterations 0.049 (seed 0), 200 0.037
+                "inner_iters": inner_iterations(self.dim),
                 "lr": 1e-2,
                 "logdet": "auto",
                 "fresh_samples": self.n,

@@ -398,9 +398,10 @@ def test_low_rank_route_with_negative_weights_and_a_singular_hessian() -> None:
     assert (info.value.bad, info.value.total) == (bad, 6)
 
 
-def test_auto_takes_the_exact_low_rank_route_above_its_threshold() -> None:
-    auto = AutoLogDet(threshold=8)
-    assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8))), ExactLogDet)  # r = 16 <= 32 / 2
-    assert isinstance(auto.choose(32, ficnn(32, widths=(16, 16))), SLQLogDet)  # r = 32 > 16
+def test_auto_takes_the_exact_low_rank_route_above_its_threshold_where_it_is_cheaper() -> None:
+    auto = AutoLogDet(threshold=8)  # SLQ p = 2, m = 8: 18 matvecs
+    assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8))), ExactLogDet)  # r = 16: 256 <= 18 * 48
+    assert isinstance(auto.choose(32, ficnn(32, widths=(16, 16))), SLQLogDet)  # r = 32 > 32 / 2
+    assert isinstance(auto.choose(300, ficnn(300, widths=(64, 64))), SLQLogDet)  # 128^2 > 18 * 428
     assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8), alpha=0.0)), SLQLogDet)  # B may be singular
     assert isinstance(auto.choose(32), SLQLogDet)  # no net: by d alone
