@@ -56,7 +56,7 @@ import torch
 from torch import Tensor
 
 from .functional import Functional, LogDet, Need, StepContext
-from .logdet import LogDetError, LogDetEstimator, low_rank_route
+from .logdet import LogDetError, LogDetEstimator, transport_and_logdet
 from .potential import PotentialNet
 
 PLATEAU_DROPS = 1
@@ -156,7 +156,8 @@ class InnerLoop:
         self.active: list[Tensor] | None = None  # L-BFGS: sign of the last projection's move
         self.objective: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]] = self._objective
         # the net's sweeps (pure tensor code); the terms and estimators stay eager (they read
-        # counts to the host to refuse non-finite values, which would break a compiled graph)
+        # counts to the host to refuse non-finite values, which would break a compiled graph), and
+        # so does the low-rank Hessian form (it returns a LowRankHessian, not tensors)
         self.transport_and_hessian = potential.transport_and_hessian
         self.transport = potential.transport
         if settings.compile:
@@ -174,16 +175,13 @@ class InnerLoop:
         ld: LogDet | None = None
         if self.wants_logdet:
             assert self.logdet is not None
-            est = self.logdet.for_potential(self.potential, xb.shape[1])
-            if est.supports_low_rank and low_rank_route(self.potential, xb.shape[1]):
-                y, factored = self.potential.transport_and_low_rank_hessian(xb)
-                ld = est.from_low_rank(factored)
-            elif est.uses_hessian:
-                y, hess = self.transport_and_hessian(xb)
-                ld = est.from_hessian(hess)
-            else:
-                y = self.transport(xb)
-                ld = est(self.potential, xb)
+            y, ld = transport_and_logdet(
+                self.logdet,
+                self.potential,
+                xb,
+                transport=self.transport,
+                transport_and_hessian=self.transport_and_hessian,
+            )
         else:
             y = self.transport(xb)
         transport = ((y - xb) ** 2).sum(dim=1).mean() / (2 * self.tau)

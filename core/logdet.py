@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -95,3 +96,29 @@ def check_finite(values: Tensor, what: str = "log det H_u") -> None:
 def warn(message: str) -> None:
     """Emit a :class:`LogDetWarning` attributed to the caller of the estimator."""
     warnings.warn(message, LogDetWarning, stacklevel=3)
+
+
+def transport_and_logdet(
+    logdet: LogDetEstimator,
+    potential: PotentialNet,
+    x: Tensor,
+    *,
+    grad: bool = True,
+    transport: Callable[..., Tensor] | None = None,
+    transport_and_hessian: Callable[..., tuple[Tensor, Tensor]] | None = None,
+) -> tuple[Tensor, LogDet]:
+    """``T(x) = grad u(x)`` and ``log det H_u(x)`` by the cheapest route that ``logdet`` (for
+    ``potential``, :meth:`LogDetEstimator.for_potential`) and the net share: the low-rank form
+    (:func:`low_rank_route`), else ``T`` and the dense ``H_u`` from one sweep (estimators with
+    ``uses_hessian``), else ``T`` and the estimator's own Hessian-vector products.
+    ``transport`` / ``transport_and_hessian`` replace the net's methods (e.g. compiled ones); with
+    ``grad=False`` nothing is differentiable in ``theta``."""
+    dim = x.shape[1]
+    est = logdet.for_potential(potential, dim)
+    if est.supports_low_rank and low_rank_route(potential, dim):
+        y, factored = potential.transport_and_low_rank_hessian(x, create_graph=grad)
+        return y, est.from_low_rank(factored, grad=grad)
+    if est.uses_hessian:
+        y, hess = (transport_and_hessian or potential.transport_and_hessian)(x, create_graph=grad)
+        return y, est.from_hessian(hess, grad=grad)
+    return (transport or potential.transport)(x, create_graph=grad), est(potential, x, grad=grad)

@@ -37,11 +37,6 @@ class LowRankHessian:
     coefficients: Tensor
     weights: Tensor
 
-    @property
-    def rank(self) -> int:
-        """``r``, the number of columns of ``W_i``."""
-        return int(self.basis.shape[-1])
-
     def dense(self) -> Tensor:
         """The ``(n, d, d)`` Hessians (for checks; the point of the form is not to build them)."""
         eye = torch.eye(self.chol.shape[0], dtype=self.chol.dtype, device=self.chol.device)

@@ -86,7 +86,7 @@ from torch import Tensor
 from .flow import Flow, StepRecord
 from .functional import Functional, LogDet, Need, StepContext
 from .inner import PLATEAU_DROPS, InnerLoop
-from .logdet import LogDetError, LogDetEstimator
+from .logdet import LogDetError, LogDetEstimator, transport_and_logdet
 from .potential import PotentialNet
 
 Sample0 = Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]
@@ -1040,15 +1040,11 @@ class JKOSolver:
             xb = z[start : start + chunk]
             lb = None if logdet is None or lz is None else lz[start : start + chunk]
             for previous in flow.potentials:
-                if lb is not None and logdet is not None and logdet.uses_hessian:
-                    # T and H_u of the previous map from one sweep
-                    yb, hess = previous.transport_and_hessian(xb, create_graph=False)
-                    lb = lb - logdet.from_hessian(hess, grad=False).value.detach()
+                if lb is not None and logdet is not None:  # T and log det H_u of the previous map
+                    yb, ld = transport_and_logdet(logdet, previous, xb, grad=False)
+                    lb = lb - ld.value.detach()
                     xb = yb.detach()
                     continue
-                if lb is not None:
-                    assert logdet is not None
-                    lb = lb - logdet(previous, xb, grad=False).value.detach()
                 xb = previous.transport(xb, create_graph=False).detach()
             xs.append(xb)
             ls.append(lb)
