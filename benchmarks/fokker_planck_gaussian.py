@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--ula-h", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--widths", type=int, nargs="+", help="ICNN hidden widths (default: the problem's [64, 64])"
+        "--widths", type=int, nargs="+", help="ICNN hidden widths (default: the problem's, [4, 4])"
     )
     parser.add_argument(
         "--solver",

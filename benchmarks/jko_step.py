@@ -93,8 +93,14 @@ SCALING: dict[str, dict[str, Any]] = {
 ALL = {**SETTINGS, **SCALING}
 
 
-def spec_of(name: str, solver: dict[str, Any], steps: int | None, iters: int | None) -> dict[str, Any]:
-    """The run spec of setting ``name`` with solver overrides."""
+def spec_of(
+    name: str,
+    solver: dict[str, Any],
+    steps: int | None,
+    iters: int | None,
+    potential: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run spec of setting ``name`` with solver (and potential) overrides."""
     s = ALL[name]
     settings = {**s["solver"], **solver}
     if steps is not None:
@@ -102,8 +108,9 @@ def spec_of(name: str, solver: dict[str, Any], steps: int | None, iters: int | N
     if iters is not None:
         settings["inner_iters"] = iters
     spec: dict[str, Any] = {"problem": dict(s["problem"]), "solver": settings}
-    if s["potential"]:
-        spec["potential"] = dict(s["potential"])
+    net = {**s["potential"], **(potential or {})}
+    if net:
+        spec["potential"] = net
     return spec
 
 
@@ -124,7 +131,12 @@ def plain_step_ms(run: Any, repeats: int = 30) -> float:
 
 
 def measure(
-    name: str, solver: dict[str, Any], steps: int | None, iters: int | None, particles: str | None = None
+    name: str,
+    solver: dict[str, Any],
+    steps: int | None,
+    iters: int | None,
+    particles: str | None = None,
+    potential: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run setting ``name`` once and return its row; with ``particles`` (a directory) also write
     the last step's particles to ``particles/NAME.npy`` (to score them with other code)."""
@@ -132,7 +144,7 @@ def measure(
 
     import jkoflow
 
-    spec = spec_of(name, solver, steps, iters)
+    spec = spec_of(name, solver, steps, iters, potential)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = jkoflow.build(spec)
@@ -160,6 +172,7 @@ def measure(
     row = {
         "setting": name,
         "solver": solver,
+        "potential": potential or {},
         "n": int(run.x0.shape[0]),
         "d": int(run.x0.shape[1]),
         "dtype": str(run.x0.dtype).replace("torch.", ""),
@@ -185,6 +198,7 @@ def measure(
 def _format(row: dict[str, Any]) -> str:
     extra = " ".join(f"{k}={row[k]:.4g}" for k in ALL[row["setting"]]["metrics"] if row.get(k) is not None)
     label = row["setting"] + (f" {json.dumps(row['solver'])}" if row["solver"] else "")
+    label += f" {json.dumps(row['potential'])}" if row.get("potential") else ""
     return (
         f"{label:<40} N={row['n']:<6} d={row['d']:<4} {row['s_per_step']:8.3f} s/step "
         f"(CPU {row['cpu_s_per_step']:.3f}, all steps {row['cpu_s'] / max(row['steps'], 1):.3f}) "
@@ -206,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON object of solver settings (repeat to alternate variants A B A B within one run)",
     )
+    ap.add_argument(
+        "--potential",
+        action="append",
+        default=None,
+        help="JSON object overriding the setting's potential, e.g. the paper's net '{\"widths\": [100, 100]}' "
+        "(repeat to alternate, like --solver; every solver variant runs with every potential variant)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="rounds over the variants (alternated)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="append one JSON line per row to this file")
@@ -214,13 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = args.only or (sorted(SCALING) if args.scaling else list(SETTINGS))
     variants = [json.loads(s) for s in args.solver] if args.solver else [{}]
+    nets = [json.loads(s) for s in args.potential] if args.potential else [{}]
     steps, iters = args.steps, args.iters
     if args.quick:
         steps, iters = steps or 2, iters or 20
     for _ in range(args.repeat):
         for name in names:
-            for variant in variants:
-                row = measure(name, variant, steps, iters, args.particles)
+            for variant, net in ((v, p) for v in variants for p in nets):
+                row = measure(name, variant, steps, iters, args.particles, net)
                 print(_format(row), flush=True)
                 if args.json:
                     with open(args.json, "a", encoding="utf-8") as fh:

@@ -232,12 +232,17 @@ class FokkerPlanckGaussian(Problem):
     ``1/2 (x - c)^T M (x - c)``). ``tau`` is the JKO step of the ideal-JKO reference (and the
     suggested solver step): the ``jko_*`` metrics assume the run uses the same ``tau``.
 
-    Suggested network: FICNN (64, 64) up to ``dim = 32``, (8, 8) above. With few particles per
-    dimension (N/d = 8 at d = 64, 4 at d = 128 for N = 500) a wide network lowers the particle
-    objective by curving ``u`` at the particles themselves (the entropy is estimated by
-    ``log det H_u`` there) and drifts from the ideal JKO step: 3.6% after one step and 24% after
-    six at d = 128 with widths 64, against 0.4% after one step with widths 8
-    (docs/benchmarks.md). The learned quadratic carries the affine exact step either way.
+    Suggested network: FICNN (4, 4) from ``dim = 16``, (64, 64) below (since 2026-12-04; before,
+    (64, 64) up to ``dim = 32`` and (8, 8) above). The exact JKO steps are affine maps, which the learned
+    quadratic carries; the ridges only add curvature. With few particles per dimension (N/d = 8
+    at d = 64, 4 at d = 128 for N = 500) a wide network lowers the particle objective by curving
+    ``u`` at the particles themselves (the entropy is estimated by ``log det H_u`` there) and
+    drifts from the ideal JKO step: 3.6% after one step and 24% after six at d = 128 with widths
+    64, against 0.4% after one step with widths 8 (docs/benchmarks.md). (4, 4) keeps the worst
+    covariance error over 10 steps of the wider nets (d = 20, seeds 0-2: 0.035-0.036 against
+    0.034-0.035 with (64, 64); d = 64: 0.037, d = 128: 0.039-0.040, as (8, 8)), and with
+    ``r = 8`` hidden units the exact log-det takes its low-rank route from d = 16: a JKO step at
+    d = 20 costs 0.35-0.39 CPU s against 1.77-1.91 s with (64, 64).
 
     Suggested solver: ``fresh_samples = n`` with a cosine inner learning rate, so every inner
     iteration sees ``n`` new draws of ``rho_t`` and each step fits the ideal JKO step of the
@@ -304,8 +309,8 @@ class FokkerPlanckGaussian(Problem):
             "solver": {
                 "tau": self.tau,
                 "steps": self.steps,
-                # worst-step error over 10 steps, seeds 0-2 (docs/benchmarks.md): d = 20: 50 cosine
-                # iterations 0.034-0.035 (200: 0.031-0.033); d = 64, widths (8, 8): 100 iterations
+                # worst-step error over 10 steps, seeds 0-2 (docs/benchmarks.md): d = 20, widths
+                # (64, 64): 50 cosine iterations 0.034-0.035 (200: 0.031-0.033); d = 64, widths (8, 8): 100 iterations
                 # 0.038-0.039 (50: 0.054); d = 128: 150 iterations 0.039-0.040 (100: 0.044-0.049,
                 # 200: 0.033); d = 256: 150 iterations 0.049 (seed 0), 200 0.037
                 "inner_iters": inner_iterations(self.dim),
@@ -314,7 +319,7 @@ class FokkerPlanckGaussian(Problem):
                 "fresh_samples": self.n,
                 "lr_schedule": "cosine",
             },
-            "potential": {"kind": "ficnn", "widths": [64, 64] if self.dim <= 32 else [8, 8]},
+            "potential": {"kind": "ficnn", "widths": [4, 4] if self.dim >= 16 else [64, 64]},
         }
 
     def ideal(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
