@@ -377,3 +377,53 @@ def test_a_convexity_failure_message_is_short() -> None:
     assert "TailNonConvex" in message
     assert "<module" not in message
     assert "Falsifying example" not in message
+
+
+# --- the fused Hessian paths of a potential net ------------------------------------------------
+def _icnn(dim: int = 12) -> jkoflow.PotentialNet:
+    from jkoflow.plugins.potentials import ficnn
+
+    torch.manual_seed(0)
+    net = ficnn(dim, widths=(2, 3), init_scale=1.0)
+    with torch.no_grad():
+        net.out_z.uniform_(0.5, 1.5)
+    return net
+
+
+def test_the_icnn_low_rank_form_passes() -> None:
+    net = _icnn()
+    assert net.hessian_rank() == 5
+    assert_valid_potential_net(net, max_examples=5, sweep=64)
+
+
+def test_a_low_rank_form_that_drops_the_curvature_weights_is_caught() -> None:
+    """``H_u = L (I + W diag(c) W^T) L^T`` with ``c`` set to 1: shapes and T are right, the Hessian
+    is not; the solver would fit a wrong log-det."""
+    from jkoflow.plugins.potentials import ICNN
+    from jkoflow.potential import LowRankHessian
+
+    class OnesWeights(ICNN):
+        def transport_and_low_rank_hessian(self, x, create_graph=True):  # type: ignore[no-untyped-def]
+            y, low = super().transport_and_low_rank_hessian(x, create_graph)
+            return y, LowRankHessian(low.chol, low.basis, low.coefficients, torch.ones_like(low.weights))
+
+    net = OnesWeights(12, widths=(2, 3), init_scale=1.0)
+    net.load_state_dict(_icnn().state_dict())
+    with pytest.raises(AssertionError, match="transport_and_low_rank_hessian"):
+        assert_valid_potential_net(net, max_examples=5, sweep=64)
+
+
+def test_a_transport_and_hessian_that_disagrees_with_transport_is_caught() -> None:
+    """The one-sweep path (what the inner loop uses with an exact log-det) returning a shifted
+    ``T``, while ``transport`` and ``hessian`` are right."""
+    from jkoflow.plugins.potentials import ICNN
+
+    class ShiftedSweep(ICNN):
+        def transport_and_hessian(self, x, create_graph=True):  # type: ignore[no-untyped-def]
+            y, h = super().transport_and_hessian(x, create_graph)
+            return y + 1e-3, h
+
+    net = ShiftedSweep(12, widths=(2, 3), init_scale=1.0)
+    net.load_state_dict(_icnn().state_dict())
+    with pytest.raises(AssertionError, match="transport_and_hessian"):
+        assert_valid_potential_net(net, max_examples=5, sweep=64)

@@ -399,6 +399,54 @@ def _jensen_gap(net: PotentialNet, x: Tensor, y: Tensor) -> Tensor:
     return (0.5 * net(x) + 0.5 * net(y) - net(0.5 * (x + y))).mean()
 
 
+def _check_fused_hessians(net: PotentialNet, x: Tensor, t: Tensor, hess: Tensor, what: str) -> None:
+    """``transport_and_hessian`` (the solver's one-sweep path) and, where ``hessian_rank()`` is not
+    ``None``, ``transport_and_low_rank_hessian`` (the low-rank log-det) against ``transport`` and
+    ``hessian``; the factored form's shapes, its lower-triangular ``L`` with a positive diagonal,
+    and its rank."""
+    n, d = x.shape
+    t2, h2 = net.transport_and_hessian(x, create_graph=False)
+    ok, err = _close(t2, t, 1e-8, 1e-8)
+    ok2, err2 = _close(h2, hess, 1e-8, 1e-8)
+    if not (ok and ok2):
+        _fail(
+            what,
+            f"transport_and_hessian(x) differs from (transport(x), hessian(x)) by {max(err, err2):.3g}: "
+            "the solver's hot path must give the same T and H_u",
+        )
+    rank = net.hessian_rank()
+    if rank is None:
+        return
+    if not (isinstance(rank, int) and rank >= 1):
+        _fail(what, f"hessian_rank() returned {rank!r}: expected a positive int or None")
+    t3, low = net.transport_and_low_rank_hessian(x, create_graph=False)
+    shapes = (
+        tuple(low.chol.shape),
+        tuple(low.basis.shape),
+        tuple(low.coefficients.shape),
+        tuple(low.weights.shape),
+    )
+    if shapes != ((d, d), (d, rank), (n, rank, rank), (n, rank)):
+        _fail(
+            what,
+            f"transport_and_low_rank_hessian(x): LowRankHessian shapes (chol, basis, coefficients, weights) "
+            f"{shapes}; expected {((d, d), (d, rank), (n, rank, rank), (n, rank))} for hessian_rank() = {rank}",
+        )
+    diag = torch.diagonal(low.chol)
+    if not (torch.equal(low.chol, torch.tril(low.chol)) and bool((diag > 0).all())):
+        _fail(
+            what, "LowRankHessian.chol is not lower-triangular with a positive diagonal (a Cholesky factor)"
+        )
+    ok, err = _close(t3, t, 1e-8, 1e-8)
+    ok2, err2 = _close(low.dense(), hess, 1e-8, 1e-8)
+    if not (ok and ok2):
+        _fail(
+            what,
+            f"transport_and_low_rank_hessian(x) differs from (transport(x), hessian(x)) by {max(err, err2):.3g}: "
+            "L (I + W diag(c) W^T) L^T with W = V C must be H_u",
+        )
+
+
 def assert_valid_potential_net(
     net: PotentialNet | Callable[[], PotentialNet],
     *,
@@ -419,6 +467,8 @@ def assert_valid_potential_net(
       ``create_graph=True`` it is differentiable in ``theta``, with ``False`` detached;
     * ``hessian``: ``(n, d, d)``, symmetric, matches central differences of ``transport``;
       ``hvp(x, v) = H_u(x) v`` and ``hvp_operator(x)(V) = H_u(x) V``;
+      ``transport_and_hessian`` gives the same pair, and a net with a ``hessian_rank()`` gives the
+      same ``T`` and ``H_u`` from ``transport_and_low_rank_hessian`` (shapes, Cholesky factor);
     * ``u`` is ``strong_convexity``-strongly convex where it will be used
       (:func:`assert_strongly_convex` on ``region``: default the box ``[-5, 5]^d``, which holds
       the tails of standard clouds; pass the points or the sampler the net is run on, or a box;
@@ -522,6 +572,7 @@ def assert_valid_potential_net(
         ok, err = _close(op(x)(vs).detach(), torch.einsum("nij,npj->npi", hess, vs), 1e-8, 1e-8)
         if not ok:
             _fail(what, f"hvp_operator(x)(V) differs from hessian(x) @ V by {err:.3g}")
+    _check_fused_hessians(net64, x, t_plain, hess, what)
 
     # convexity, as built, where the net is used
     region = _region_of(region, bounds)
