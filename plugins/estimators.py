@@ -255,7 +255,9 @@ def _positive_int(name: str, value: int) -> int:
 
 # --- estimators --------------------------------------------------------------------------
 class ExactLogDet(LogDetEstimator):
-    """``log det H_u(x_i) = 2 sum_k log L_kk`` with ``H_u = L L^T`` (batched Cholesky).
+    """``log det H_u(x_i) = 2 sum_k log L_kk`` with ``H_u = L L^T`` (batched Cholesky), or, for a
+    net whose Hessian is a constant SPD part plus rank ``r <= d/2`` (:meth:`from_low_rank`, the
+    ICNN's hidden units), by the matrix determinant lemma: the same value and gradient.
 
     ``H_u`` comes from :meth:`PotentialNet.hessian` (closed form for the ICNN; vmapped reverse
     passes otherwise), then one ``d x d`` factorization per particle: the right choice in low

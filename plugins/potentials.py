@@ -318,7 +318,9 @@ class ICNN(PotentialNet):
             n, d = x.shape
             assert self.strong_convexity > 0, "hessian_rank() is None: alpha = 0"
             base = self._diag_shift() * torch.eye(d, dtype=x.dtype, device=x.device)  # B = A^T A + alpha I
-            chol = torch.linalg.cholesky(base if gram is None else base + gram)
+            # cholesky_ex: non-finite parameters give a non-finite L (and log-det) that the
+            # estimator reports as a LogDetError, which the solver recovers from
+            chol = torch.linalg.cholesky_ex(base if gram is None else base + gram)[0]
             inputs = torch.cat([self._lin(k).weight for k in range(len(firsts))], dim=0)  # X, (r, d)
             basis = torch.linalg.solve_triangular(chol, inputs.T, upper=False)  # V = L^{-1} X^T
             r = inputs.shape[0]

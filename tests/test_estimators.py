@@ -405,3 +405,14 @@ def test_auto_takes_the_exact_low_rank_route_above_its_threshold_where_it_is_che
     assert isinstance(auto.choose(300, ficnn(300, widths=(64, 64))), SLQLogDet)  # 128^2 > 18 * 428
     assert isinstance(auto.choose(32, ficnn(32, widths=(8, 8), alpha=0.0)), SLQLogDet)  # B may be singular
     assert isinstance(auto.choose(32), SLQLogDet)  # no net: by d alone
+
+
+def test_low_rank_route_with_non_finite_parameters_is_a_logdet_error() -> None:
+    """A NaN in the learned quadratic (a blown-up update) must reach the solver as a
+    :class:`LogDetError` (which it recovers from), not as a failed Cholesky."""
+    net = ficnn(12, widths=(2, 2))
+    with torch.no_grad():
+        net.quad[0, 0] = float("nan")
+    x = torch.randn(5, 12)
+    with pytest.raises(LogDetError, match="5 of 5"):
+        ExactLogDet()(net, x)
