@@ -55,7 +55,7 @@ their Hessian vanishes almost everywhere, which breaks log-determinants."""
 
 def _softplus_derivatives(h: Tensor) -> tuple[Tensor, Tensor]:
     s = torch.sigmoid(h)
-    return s, s * (1.0 - s)
+    return s, torch.addcmul(s, s, s, value=-1.0)  # s (1 - s) in one op
 
 
 def _elu_derivatives(h: Tensor) -> tuple[Tensor, Tensor]:  # celu/elu with alpha = 1
@@ -194,7 +194,7 @@ class ICNN(PotentialNet):
             delta = dz * firsts[k]
             grad = grad + delta @ self._lin(k).weight
             if k >= 1:
-                dz = delta @ self.wz[k - 1] + (dz if self.residual else 0.0)
+                dz = delta @ self.wz[k - 1] + dz if self.residual else delta @ self.wz[k - 1]
         gram = None
         if self.quadratic == "full":
             gram = self.quad.T @ self.quad
