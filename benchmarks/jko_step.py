@@ -15,7 +15,8 @@ Settings (the paper code's notebooks, see ``../shared/reference-code/README.md``
 * ``agg``: aggregation, N = 1000, tau = 1, 400 iterations, (50, 50, 50), 4 steps; W1 to the
   steady state;
 * ``gauss20``: Gaussian Fokker-Planck d = 20, N = 500, tau = 0.05, 3 steps, the problem's own
-  50 cosine iterations per step (the paper's code runs 200);
+  50 cosine iterations per step (the paper's code runs 200) and its FICNN (4, 4) (the paper's:
+  (100, 100); ``--potential '{"widths": [100, 100]}'`` runs that one);
   metric the noise-free covariance error ``map_cov_rel_error``;
 * scaling rows ``pme1e3``, ``pme1e4``, ``pme1e5`` (N) and ``gauss64``, ``gauss128``,
   ``gauss256`` (d).
@@ -27,6 +28,7 @@ Usage::
     python benchmarks/jko_step.py --scaling             # the scaling rows
     python benchmarks/jko_step.py --quick               # smoke run: 2 steps, 20 iterations
     python benchmarks/jko_step.py --only pme --solver '{"optimizer": "lbfgs"}' --json out.jsonl
+    python benchmarks/jko_step.py --only gauss20 --potential '{}' --potential '{"widths": [100, 100]}'
 
 Run on 1 thread (the default ``--threads 1``); this VM's speed drifts by 2x within minutes, so
 compare variants only within one run that alternates them (``--repeat``).
