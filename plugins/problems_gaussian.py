@@ -217,7 +217,10 @@ def ula(
 def inner_iterations(dim: int) -> int:
     """The problem's suggested inner iterations per JKO step in dimension ``dim`` (fresh samples,
     cosine lr 1e-2): the fewest that kept the noise-free covariance error at or below 0.05 over
-    10 steps on seeds 0-2 with a margin (docs/benchmarks.md, "Speed of a JKO step")."""
+    10 steps with a margin (docs/benchmarks.md, "Fokker-Planck (Gaussian) in high dimension").
+    Worst step, seeds 0-2: d = 20, 50 iterations 0.035-0.036 (200: 0.031-0.033); d = 64, 150
+    iterations 0.037 (seed 0; 50: 0.054); d = 128, 150 iterations 0.039-0.040 (100: 0.044-0.049);
+    d = 256, 200 iterations 0.044 (seed 0; with the (4, 4) net)."""
     if dim <= 32:
         return 50
     return 150 if dim <= 128 else 200
@@ -309,11 +312,7 @@ class FokkerPlanckGaussian(Problem):
             "solver": {
                 "tau": self.tau,
                 "steps": self.steps,
-                # worst-step error over 10 steps, seeds 0-2 (docs/benchmarks.md): d = 20, widths
-                # (64, 64): 50 cosine iterations 0.034-0.035 (200: 0.031-0.033); d = 64, widths (8, 8): 100 iterations
-                # 0.038-0.039 (50: 0.054); d = 128: 150 iterations 0.039-0.040 (100: 0.044-0.049,
-                # 200: 0.033); d = 256: 150 iterations 0.049 (seed 0), 200 0.037
-                "inner_iters": inner_iterations(self.dim),
+                "inner_iters": inner_iterations(self.dim),  # measured there and in docs/benchmarks.md
                 "lr": 1e-2,
                 "logdet": "auto",
                 "fresh_samples": self.n,

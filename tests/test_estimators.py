@@ -381,12 +381,13 @@ def test_low_rank_route_with_negative_weights_and_a_singular_hessian() -> None:
         net.out_z.fill_(1.0)
         net.wz[0].uniform_(-1.0, -0.2)  # negative: c < 0 at the first layer
     x = torch.randn(6, 10, dtype=torch.float64)
-    _, factored = net.transport_and_low_rank_hessian(x)
+    sign, ref = torch.linalg.slogdet(PotentialNet.hessian(net, x, create_graph=False))
+    positive = sign > 0
+    assert int(positive.sum()) >= 3  # the LU branch is compared on these particles
+    _, factored = net.transport_and_low_rank_hessian(x[positive])
     assert bool((factored.weights < 0).any())
-    sign, ref = torch.linalg.slogdet(PotentialNet.hessian(net, x))
     exact = ExactLogDet()
-    if bool((sign > 0).all()):
-        torch.testing.assert_close(exact.from_low_rank(factored).value, ref)
+    torch.testing.assert_close(exact.from_low_rank(factored).value, ref[positive])
     with torch.no_grad():
         net.out_z.fill_(-50.0)  # strongly concave ridges: det H <= 0 at some particles
     _, factored = net.transport_and_low_rank_hessian(x)
